@@ -1,0 +1,94 @@
+// Command bootd turns a Linux box into the boot master of a diskless Debian
+// cluster. This package only parses the command line and wires the
+// packages together; each verb lives in its own file.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/bootd/bootd/config"
+)
+
+type verb struct {
+	summary string
+	run     func(args []string) error
+}
+
+var verbs = map[string]verb{
+	"serve": {"serve images to the cluster (NFS; DHCP and TFTP as configured)", runServe},
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: bootd VERB [flags]\n\nVerbs:\n")
+	var names []string
+	for n := range verbs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, verbs[n].summary)
+	}
+	fmt.Fprintf(w, "\nEvery verb takes --config FILE (default %s). Run 'bootd VERB --help' for its flags.\n", config.DefaultPath)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	name := os.Args[1]
+	if name == "-h" || name == "--help" || name == "help" {
+		usage(os.Stdout)
+		return
+	}
+	v, ok := verbs[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "bootd: unknown verb %q\n\n", name)
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	if err := v.run(os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "bootd %s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// common holds the flags every verb takes.
+type common struct {
+	configPath string
+	logLevel   string
+}
+
+func newFlags(verbName, argsUsage, summary string, c *common) *flag.FlagSet {
+	fs := flag.NewFlagSet("bootd "+verbName, flag.ContinueOnError)
+	fs.StringVar(&c.configPath, "config", config.DefaultPath, "config `FILE`")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: bootd %s [flags] %s\n\n%s\n\nFlags:\n", verbName, argsUsage, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func (c *common) load() (*config.Config, *slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(strings.ToLower(c.logLevel))); err != nil {
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg, err := config.Load(c.configPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, log, nil
+}

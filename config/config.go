@@ -1,0 +1,270 @@
+// Package config loads and validates bootd.yaml, the one file that every bootd
+// verb (serve, image, initrd, nodes) reads. Errors name the file, the line and
+// the key, and say what was expected, because the admin reading them is
+// usually in the middle of bringing a cluster up.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultPath is where bootd looks for its config when --config is not given.
+const DefaultPath = "/etc/bootd/bootd.yaml"
+
+// Config is the whole of bootd.yaml.
+type Config struct {
+	// StateDir holds the image store (STATE/images/NAME/GEN/...).
+	StateDir string `yaml:"state_dir"`
+	// Interface is the cluster NIC that DHCP and TFTP bind to.
+	Interface string `yaml:"interface"`
+	NFS       NFS    `yaml:"nfs"`
+
+	// Path is the file this config was read from ("" when built in code).
+	Path string `yaml:"-"`
+}
+
+// NFS configures the read-only NFSv3 export of image generations.
+type NFS struct {
+	// Listen is the one TCP address that serves both MOUNT and NFS.
+	// Empty disables the export.
+	Listen string `yaml:"listen"`
+	// Allow lists the client networks; everyone else is refused.
+	Allow []string `yaml:"allow"`
+	// SecurePorts refuses clients whose source port is 1024 or above, as
+	// kernel nfsd's "secure" export option does.
+	SecurePorts bool `yaml:"secure_ports"`
+
+	allow []netip.Prefix
+}
+
+// AllowPrefixes returns nfs.allow parsed.
+func (n NFS) AllowPrefixes() []netip.Prefix { return n.allow }
+
+// Default returns the configuration used for keys the file leaves out.
+func Default() Config {
+	return Config{
+		StateDir: "/var/lib/bootd",
+		NFS: NFS{
+			Listen:      "0.0.0.0:2049",
+			SecurePorts: true,
+		},
+	}
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates data as the contents of the config file named path.
+func Parse(path string, data []byte) (*Config, error) {
+	cfg := Default()
+	cfg.Path = path
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(root.Content) == 0 { // empty file: all defaults
+		return &cfg, cfg.validate(path, nil)
+	}
+	doc := root.Content[0]
+	if err := checkShape(path, doc, reflect.TypeOf(cfg), ""); err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return &cfg, cfg.validate(path, doc)
+}
+
+func (c *Config) validate(path string, doc *yaml.Node) error {
+	fail := func(key, format string, args ...any) error {
+		return fmt.Errorf("%s:%d: %s: %s", path, lineOf(doc, key), key, fmt.Sprintf(format, args...))
+	}
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		return fail("state_dir", "want an absolute directory path, got %q", c.StateDir)
+	}
+	c.StateDir = filepath.Clean(c.StateDir)
+	if c.NFS.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.NFS.Listen); err != nil {
+			return fail("nfs.listen", "want IP:PORT such as \"0.0.0.0:2049\" (or \"\" to disable NFS), got %q", c.NFS.Listen)
+		}
+		if len(c.NFS.Allow) == 0 {
+			return fail("nfs.allow", "list the client networks that may mount images, e.g. [\"10.0.0.0/24\"]")
+		}
+	}
+	c.NFS.allow = nil
+	for i, s := range c.NFS.Allow {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return fail(fmt.Sprintf("nfs.allow[%d]", i), "want a network in CIDR form such as 10.0.0.0/24 or a single address, got %q", s)
+		}
+		c.NFS.allow = append(c.NFS.allow, p)
+	}
+	return nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, err
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
+
+// checkShape walks the YAML tree beside the Go type so that an unknown key or
+// a list where a value belongs is reported with its line and full key path
+// and the keys that would have been accepted.
+func checkShape(path string, n *yaml.Node, t reflect.Type, key string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	where := func() string {
+		if key == "" {
+			return "the top level"
+		}
+		return key
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s:%d: %s: want a mapping of keys (%s), got %s", path, n.Line, where(), strings.Join(knownKeys(t), ", "), kindName(n))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fieldByTag(t, k.Value)
+			if !ok {
+				return fmt.Errorf("%s:%d: unknown key %q in %s (known keys: %s)", path, k.Line, k.Value, where(), strings.Join(knownKeys(t), ", "))
+			}
+			if err := checkShape(path, v, f.Type, join(key, k.Value)); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			return nil
+		}
+		if n.Kind != yaml.SequenceNode {
+			return fmt.Errorf("%s:%d: %s: want a list, got %s", path, n.Line, where(), kindName(n))
+		}
+		for i, c := range n.Content {
+			if err := checkShape(path, c, t.Elem(), fmt.Sprintf("%s[%d]", key, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!bool" && n.Tag != "!!null") {
+			return fmt.Errorf("%s:%d: %s: want true or false, got %s", path, n.Line, where(), kindName(n))
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			return fmt.Errorf("%s:%d: %s: want a single value, got %s", path, n.Line, where(), kindName(n))
+		}
+	case reflect.Int, reflect.Int64, reflect.Uint32, reflect.Uint64, reflect.Int32:
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!null") {
+			return fmt.Errorf("%s:%d: %s: want a whole number, got %s", path, n.Line, where(), kindName(n))
+		}
+	}
+	return nil
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return fmt.Sprintf("%q", n.Value)
+	}
+}
+
+func join(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "." + b
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if tag := strings.Split(f.Tag.Get("yaml"), ",")[0]; tag == name && tag != "-" && f.IsExported() {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func knownKeys(t reflect.Type) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if tag := strings.Split(f.Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" && f.IsExported() {
+			keys = append(keys, tag)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// lineOf finds the line of a dotted key path such as "nfs.allow[1]"; 0 when
+// the key is absent (a default was used).
+func lineOf(doc *yaml.Node, key string) int {
+	n := doc
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		idx := -1
+		if i := strings.IndexByte(part, '['); i >= 0 {
+			fmt.Sscanf(part[i:], "[%d]", &idx)
+			part = part[:i]
+		}
+		if n == nil || n.Kind != yaml.MappingNode {
+			return line
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == part {
+				line = n.Content[i].Line
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+		if idx >= 0 && n.Kind == yaml.SequenceNode && idx < len(n.Content) {
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}

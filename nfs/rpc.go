@@ -1,0 +1,152 @@
+package nfs
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ONC RPC (RFC 5531) over TCP with record marking, the subset a read-only
+// NFSv3 server needs.
+
+const (
+	progNFS   = 100003
+	progMount = 100005
+
+	msgCall  = 0
+	msgReply = 1
+
+	msgAccepted = 0
+	msgDenied   = 1
+
+	acceptSuccess      = 0
+	acceptProgUnavail  = 1
+	acceptProgMismatch = 2
+	acceptProcUnavail  = 3
+	acceptGarbageArgs  = 4
+	acceptSystemErr    = 5
+
+	rejectRPCMismatch = 0
+	rejectAuthError   = 1
+
+	authNone = 0
+	authUnix = 1
+
+	authBadCred = 1
+	authTooWeak = 5
+)
+
+// maxRecord bounds one RPC message. A read-only server receives small
+// calls; WRITE calls (up to the client's wsize) are the largest and are
+// refused after being read whole so the stream stays in step.
+const maxRecord = 4<<20 + 4096
+
+var errRecordTooLarge = errors.New("rpc: record larger than allowed")
+
+// readRecord reads one RPC message, joining its fragments.
+func readRecord(br *bufio.Reader, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return nil, err
+		}
+		h := binary.BigEndian.Uint32(hdr[:])
+		n := int(h & 0x7fffffff)
+		if len(buf)+n > maxRecord {
+			return nil, errRecordTooLarge
+		}
+		start := len(buf)
+		buf = append(buf, make([]byte, n)...)
+		if _, err := io.ReadFull(br, buf[start:]); err != nil {
+			return nil, err
+		}
+		if h&0x80000000 != 0 {
+			return buf, nil
+		}
+	}
+}
+
+// cred is the caller's identity from AUTH_UNIX (AUTH_NONE maps to nobody).
+type cred struct {
+	uid, gid uint32
+	gids     []uint32
+}
+
+var nobody = cred{uid: 65534, gid: 65534}
+
+// callHeader is the part of an RPC call before the procedure's arguments.
+type callHeader struct {
+	xid              uint32
+	rpcvers          uint32
+	prog, vers, proc uint32
+	flavor           uint32
+	cred             cred
+}
+
+// parseCall decodes the call header. ok is false when not even an xid and
+// message type could be read, in which case there is nobody to answer.
+func parseCall(r *xdrReader) (h callHeader, err error) {
+	h.xid = r.u32()
+	if mt := r.u32(); r.err == nil && mt != msgCall {
+		return h, fmt.Errorf("rpc: message type %d is not a call", mt)
+	}
+	h.rpcvers = r.u32()
+	h.prog = r.u32()
+	h.vers = r.u32()
+	h.proc = r.u32()
+	h.flavor = r.u32()
+	body := r.opaque(400)
+	r.u32()       // verifier flavor
+	r.opaque(400) // verifier body
+	if r.err != nil {
+		return h, fmt.Errorf("rpc: short call header: %w", r.err)
+	}
+	switch h.flavor {
+	case authNone:
+		h.cred = nobody
+	case authUnix:
+		cr := xdrReader{b: body}
+		cr.u32()       // stamp
+		cr.opaque(255) // machine name
+		h.cred.uid = cr.u32()
+		h.cred.gid = cr.u32()
+		n := cr.u32()
+		if n > 16 {
+			return h, fmt.Errorf("rpc: AUTH_UNIX with %d groups", n)
+		}
+		for i := uint32(0); i < n && cr.err == nil; i++ {
+			h.cred.gids = append(h.cred.gids, cr.u32())
+		}
+		if cr.err != nil {
+			return h, fmt.Errorf("rpc: bad AUTH_UNIX credential: %w", cr.err)
+		}
+	}
+	return h, nil
+}
+
+// reply starts an RPC reply in w after the 4-byte record mark that
+// finishReply fills in.
+func replyHeader(w *xdrWriter, xid uint32, accept uint32) {
+	w.b = append(w.b[:0], 0, 0, 0, 0)
+	w.u32(xid)
+	w.u32(msgReply)
+	w.u32(msgAccepted)
+	w.u32(authNone) // verifier
+	w.u32(0)
+	w.u32(accept)
+}
+
+func deniedHeader(w *xdrWriter, xid uint32) {
+	w.b = append(w.b[:0], 0, 0, 0, 0)
+	w.u32(xid)
+	w.u32(msgReply)
+	w.u32(msgDenied)
+}
+
+func finishReply(b []byte) []byte {
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4)|0x80000000)
+	return b
+}

@@ -1,0 +1,392 @@
+// Package nfs serves published image generations to diskless nodes as a
+// read-only NFSv3 export, with MOUNT and NFS on one TCP port so that a
+// node's kernel mounts its root with no rpcbind and no kernel nfsd on the
+// master:
+//
+//	mount -t nfs -o vers=3,proto=tcp,port=P,mountport=P,mountproto=tcp,nolock,ro \
+//	    MASTER:/NAME/GEN /root
+//
+// Each generation is exported at /NAME/GEN; /NAME (and /NAME/current)
+// resolve to the current generation at MOUNT time, so a node is pinned to
+// the generation it mounted for as long as it runs.
+//
+// File handles are a pure function of image name, generation and the
+// tree's contents: they survive a bootd restart and are byte-identical on
+// two masters serving the same generation, so a node's root never goes
+// stale because its master restarted or failed over. The export is
+// read-only by construction: every mutating procedure answers NFS3ERR_ROFS,
+// and nothing a client sends is ever used as a path.
+package nfs
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/bootd/bootd/store"
+)
+
+// Config configures a Server.
+type Config struct {
+	Store *store.Store
+	// Allow lists the client networks; connections from elsewhere are
+	// closed at accept and MOUNT calls from elsewhere refused.
+	Allow []netip.Prefix
+	// SecurePorts refuses clients whose source port is 1024 or above.
+	SecurePorts bool
+	Logger      *slog.Logger
+	// OnMount, if set, is told of every successful MOUNT.
+	OnMount func(client netip.AddrPort, image string, gen int)
+}
+
+// Server is the NFS and MOUNT server. Create it with New.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	trees    map[genID]*treeSlot
+	known    map[genID]genRef // generation ids found in the store
+	lastScan time.Time
+
+	files *fileCache
+}
+
+type genRef struct {
+	name string
+	gen  int
+}
+
+type treeSlot struct {
+	once sync.Once
+	t    *tree
+	err  error
+}
+
+// New returns a server for the generations in cfg.Store.
+func New(cfg Config) *Server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{
+		cfg:   cfg,
+		log:   log.With("service", "nfs"),
+		trees: map[genID]*treeSlot{},
+		known: map[genID]genRef{},
+		files: newFileCache(256),
+	}
+}
+
+// ListenAndServe listens on addr (TCP) and serves until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("nfs: listening on %s: %w", addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln until ctx ends or ln fails.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.log.Info("serving read-only NFSv3 and MOUNT", "addr", ln.Addr().String())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	conns := map[net.Conn]struct{}{}
+	var cmu sync.Mutex
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		cmu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		cmu.Unlock()
+	}()
+	defer func() {
+		s.files.closeAll()
+	}()
+	defer wg.Wait()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("nfs: accepting: %w", err)
+		}
+		delay = 0
+		peer := addrPort(c.RemoteAddr())
+		if reason := s.refuse(peer); reason != "" {
+			s.log.Warn("refused connection", "client", peer.String(), "reason", reason)
+			c.Close()
+			continue
+		}
+		cmu.Lock()
+		conns[c] = struct{}{}
+		cmu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, c, peer)
+			cmu.Lock()
+			delete(conns, c)
+			cmu.Unlock()
+		}()
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// refuse says why a client may not use the export, or "" if it may.
+func (s *Server) refuse(peer netip.AddrPort) string {
+	allowed := false
+	for _, p := range s.cfg.Allow {
+		if p.Contains(peer.Addr()) {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		return "address not in nfs.allow"
+	}
+	if s.cfg.SecurePorts && peer.Port() >= 1024 {
+		return "source port is not privileged (nfs.secure_ports is on)"
+	}
+	return ""
+}
+
+// maxInFlight bounds the calls one connection may have in progress. Linux
+// keeps many READs outstanding on one connection during readahead; serving
+// them one at a time would cap throughput at one disk read per round trip.
+const maxInFlight = 32
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort) {
+	log := s.log.With("client", peer.String())
+	log.Debug("connected")
+	defer c.Close()
+	br := bufio.NewReaderSize(c, 64<<10)
+	var wmu sync.Mutex
+	sem := make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		bp := bufPool.Get().(*[]byte)
+		rec, err := readRecord(br, *bp)
+		if err != nil {
+			bufPool.Put(bp)
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && err.Error() != "EOF" {
+				log.Debug("connection closed", "err", err)
+			}
+			return
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out := bufPool.Get().(*[]byte)
+			reply := s.dispatch(log, peer, rec, (*out)[:0])
+			*bp = rec[:0]
+			bufPool.Put(bp)
+			if reply != nil {
+				wmu.Lock()
+				_, err := c.Write(finishReply(reply))
+				wmu.Unlock()
+				if err != nil {
+					c.Close()
+				}
+			}
+			if cap(reply) <= 2<<20 {
+				*out = reply[:0]
+				bufPool.Put(out)
+			}
+		}()
+	}
+}
+
+// dispatch decodes one call and builds its reply into out (nil: no reply).
+func (s *Server) dispatch(log *slog.Logger, peer netip.AddrPort, rec []byte, out []byte) []byte {
+	r := &xdrReader{b: rec}
+	h, err := parseCall(r)
+	w := &xdrWriter{b: out}
+	if err != nil {
+		if len(rec) < 8 {
+			log.Debug("dropped garbage call", "err", err)
+			return nil
+		}
+		log.Debug("garbage call", "err", err)
+		replyHeader(w, h.xid, acceptGarbageArgs)
+		return w.b
+	}
+	if h.rpcvers != 2 {
+		deniedHeader(w, h.xid)
+		w.u32(rejectRPCMismatch)
+		w.u32(2)
+		w.u32(2)
+		return w.b
+	}
+	if h.flavor != authNone && h.flavor != authUnix {
+		deniedHeader(w, h.xid)
+		w.u32(rejectAuthError)
+		w.u32(authTooWeak)
+		return w.b
+	}
+	c := &call{s: s, log: log, peer: peer, h: h, args: r, w: w}
+	switch h.prog {
+	case progNFS:
+		if h.vers != 3 {
+			replyHeader(w, h.xid, acceptProgMismatch)
+			w.u32(3)
+			w.u32(3)
+			return w.b
+		}
+		c.nfs()
+	case progMount:
+		if h.vers != 3 {
+			replyHeader(w, h.xid, acceptProgMismatch)
+			w.u32(3)
+			w.u32(3)
+			return w.b
+		}
+		c.mount()
+	default:
+		// NLM, NFSACL and the like: PROG_UNAVAIL tells a Linux client to
+		// stop asking, where PROC_UNAVAIL would have it retry.
+		log.Debug("program unavailable", "prog", h.prog, "vers", h.vers)
+		replyHeader(w, h.xid, acceptProgUnavail)
+	}
+	return w.b
+}
+
+// call is one RPC call being answered.
+type call struct {
+	s    *Server
+	log  *slog.Logger
+	peer netip.AddrPort
+	h    callHeader
+	args *xdrReader
+	w    *xdrWriter
+}
+
+func (c *call) ok() { replyHeader(c.w, c.h.xid, acceptSuccess) }
+
+func (c *call) garbage() {
+	c.log.Debug("garbage arguments", "prog", c.h.prog, "proc", c.h.proc, "err", c.args.err)
+	replyHeader(c.w, c.h.xid, acceptGarbageArgs)
+}
+
+func (c *call) procUnavail() { replyHeader(c.w, c.h.xid, acceptProcUnavail) }
+
+// treeByID returns the index of a generation, building it on first use.
+func (s *Server) treeByID(id genID) (*tree, error) {
+	s.mu.Lock()
+	ref, ok := s.known[id]
+	if !ok && time.Since(s.lastScan) > time.Second {
+		// A generation published since the last look, or a handle from
+		// before a restart: look in the store again, at most once a second
+		// so that a flood of forged handles costs nothing.
+		s.lastScan = time.Now()
+		s.mu.Unlock()
+		found := s.scanStore()
+		s.mu.Lock()
+		for k, v := range found {
+			s.known[k] = v
+		}
+		ref, ok = s.known[id]
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil, errStale
+	}
+	return s.tree(ref.name, ref.gen)
+}
+
+var errStale = errors.New("no such generation")
+
+func (s *Server) scanStore() map[genID]genRef {
+	found := map[genID]genRef{}
+	names, err := s.cfg.Store.Images()
+	if err != nil {
+		s.log.Warn("scanning image store", "err", err)
+		return found
+	}
+	for _, n := range names {
+		gens, err := s.cfg.Store.Generations(n)
+		if err != nil {
+			continue
+		}
+		for _, g := range gens {
+			found[makeGenID(n, g)] = genRef{n, g}
+		}
+	}
+	return found
+}
+
+// tree returns the index of name/gen, building it once.
+func (s *Server) tree(name string, gen int) (*tree, error) {
+	id := makeGenID(name, gen)
+	s.mu.Lock()
+	s.known[id] = genRef{name, gen}
+	slot := s.trees[id]
+	if slot == nil {
+		slot = &treeSlot{}
+		s.trees[id] = slot
+	}
+	s.mu.Unlock()
+	slot.once.Do(func() {
+		start := time.Now()
+		slot.t, slot.err = buildTree(name, gen, s.cfg.Store.RootDir(name, gen))
+		if slot.err == nil {
+			s.log.Info("indexed generation", "image", name, "generation", gen,
+				"entries", len(slot.t.ents), "took", time.Since(start).Round(time.Millisecond))
+		}
+	})
+	if slot.err != nil {
+		// Do not remember failures: the generation may be being published.
+		s.mu.Lock()
+		if s.trees[id] == slot {
+			delete(s.trees, id)
+		}
+		s.mu.Unlock()
+		return nil, slot.err
+	}
+	return slot.t, nil
+}
+
+// Preload indexes the current generation of every image so that the first
+// node to boot after a bootd start does not wait for it.
+func (s *Server) Preload() {
+	names, _ := s.cfg.Store.Images()
+	for _, n := range names {
+		if g, err := s.cfg.Store.Current(n); err == nil {
+			if _, err := s.tree(n, g); err != nil {
+				s.log.Warn("indexing current generation", "image", n, "generation", g, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,179 @@
+// Package store is the image store: the on-disk contract between the image
+// builder, the initrd generator and the TFTP and NFS servers.
+//
+//	STATE/images/NAME/GEN/root/            the node's root tree
+//	STATE/images/NAME/GEN/boot/vmlinuz     its kernel
+//	STATE/images/NAME/GEN/boot/initrd.img  the initrd bootd generated for it
+//	STATE/images/NAME/current -> GEN       the generation new boots get
+//
+// GEN is a positive integer. A published generation is never modified: nodes
+// that booted it keep reading it while newer ones are built and published.
+// current is a relative symlink replaced atomically by rename, so a reader
+// sees the old or the new generation and never a missing link. Nothing here
+// is cached: every call reads the disk, so servers see a newly published
+// generation without a restart.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+)
+
+// ErrNotFound says that an image or generation does not exist.
+var ErrNotFound = errors.New("not found")
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidName reports whether name can be an image name: lower-case letters,
+// digits, '.', '_' and '-', starting with a letter or digit, at most 63 bytes.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("image name %q: want lower-case letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)", name)
+	}
+	return nil
+}
+
+// Store is an image store rooted at a state directory.
+type Store struct {
+	dir string // STATE
+}
+
+// New returns the store under stateDir. It does not touch the disk.
+func New(stateDir string) *Store { return &Store{dir: stateDir} }
+
+// ImagesDir is STATE/images.
+func (s *Store) ImagesDir() string { return filepath.Join(s.dir, "images") }
+
+// GenDir is STATE/images/NAME/GEN.
+func (s *Store) GenDir(name string, gen int) string {
+	return filepath.Join(s.ImagesDir(), name, strconv.Itoa(gen))
+}
+
+// RootDir is the root tree of a generation.
+func (s *Store) RootDir(name string, gen int) string { return filepath.Join(s.GenDir(name, gen), "root") }
+
+// BootDir holds a generation's vmlinuz and initrd.img.
+func (s *Store) BootDir(name string, gen int) string { return filepath.Join(s.GenDir(name, gen), "boot") }
+
+// Images lists the image names in the store, sorted.
+func (s *Store) Images() ([]string, error) {
+	ents, err := os.ReadDir(s.ImagesDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() && ValidName(e.Name()) == nil {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// Generations lists the generations of an image that have a root tree, in
+// ascending order.
+func (s *Store) Generations(name string) ([]int, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(filepath.Join(s.ImagesDir(), name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("image %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing generations of %q: %w", name, err)
+	}
+	var gens []int
+	for _, e := range ents {
+		g, ok := parseGen(e.Name())
+		if !ok || !e.IsDir() {
+			continue
+		}
+		if st, err := os.Stat(s.RootDir(name, g)); err == nil && st.IsDir() {
+			gens = append(gens, g)
+		}
+	}
+	sort.Ints(gens)
+	return gens, nil
+}
+
+func parseGen(s string) (int, bool) {
+	g, err := strconv.Atoi(s)
+	if err != nil || g <= 0 || strconv.Itoa(g) != s {
+		return 0, false
+	}
+	return g, true
+}
+
+// Current returns the generation that new boots of the image get.
+func (s *Store) Current(name string) (int, error) {
+	if err := ValidName(name); err != nil {
+		return 0, err
+	}
+	link, err := os.Readlink(filepath.Join(s.ImagesDir(), name, "current"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("image %q has no current generation: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading current generation of %q: %w", name, err)
+	}
+	g, ok := parseGen(link)
+	if !ok {
+		return 0, fmt.Errorf("image %q: current points at %q, want a generation number", name, link)
+	}
+	return g, nil
+}
+
+// Has reports whether the generation exists with a root tree.
+func (s *Store) Has(name string, gen int) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	if gen <= 0 {
+		return fmt.Errorf("generation %d of %q: want a positive number", gen, name)
+	}
+	st, err := os.Stat(s.RootDir(name, gen))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("image %q generation %d: %w", name, gen, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("image %q generation %d: %w", name, gen, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("image %q generation %d: root is not a directory", name, gen)
+	}
+	return nil
+}
+
+// Publish makes gen the current generation of the image. The link is
+// written beside the old one and renamed over it, so readers never see it
+// missing.
+func (s *Store) Publish(name string, gen int) error {
+	if err := s.Has(name, gen); err != nil {
+		return err
+	}
+	dir := filepath.Join(s.ImagesDir(), name)
+	tmp := filepath.Join(dir, fmt.Sprintf(".current.%d.tmp", os.Getpid()))
+	_ = os.Remove(tmp)
+	if err := os.Symlink(strconv.Itoa(gen), tmp); err != nil {
+		return fmt.Errorf("publishing %s generation %d: %w", name, gen, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("publishing %s generation %d: %w", name, gen, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
