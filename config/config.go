@@ -94,7 +94,11 @@ func Parse(path string, data []byte) (*Config, error) {
 
 func (c *Config) validate(path string, doc *yaml.Node) error {
 	fail := func(key, format string, args ...any) error {
-		return fmt.Errorf("%s:%d: %s: %s", path, lineOf(doc, key), key, fmt.Sprintf(format, args...))
+		at := path
+		if l := lineOf(doc, key); l > 0 {
+			at = fmt.Sprintf("%s:%d", path, l)
+		}
+		return fmt.Errorf("%s: %s: %s", at, key, fmt.Sprintf(format, args...))
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
 		return fail("state_dir", "want an absolute directory path, got %q", c.StateDir)

@@ -3,13 +3,14 @@ package nfs
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -300,7 +301,7 @@ func mkdev(major, minor uint32) uint64 {
 // serve starts a server on 127.0.0.1 for the store and returns its address.
 func serve(t testing.TB, st *store.Store, mod func(*Config)) string {
 	t.Helper()
-	cfg := Config{Store: st, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	cfg := Config{Store: st, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Logger: testLogger(t)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -320,6 +321,19 @@ func serve(t testing.TB, st *store.Store, mod func(*Config)) string {
 	return ln.Addr().String()
 }
 
+// testLogger sends the server's log to the test's, shown on failure or -v.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
 func needTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
@@ -331,5 +345,3 @@ func needTool(t *testing.T, name string) string {
 	}
 	return p
 }
-
-var _ = binary.BigEndian

@@ -56,10 +56,14 @@ func (s *Store) GenDir(name string, gen int) string {
 }
 
 // RootDir is the root tree of a generation.
-func (s *Store) RootDir(name string, gen int) string { return filepath.Join(s.GenDir(name, gen), "root") }
+func (s *Store) RootDir(name string, gen int) string {
+	return filepath.Join(s.GenDir(name, gen), "root")
+}
 
 // BootDir holds a generation's vmlinuz and initrd.img.
-func (s *Store) BootDir(name string, gen int) string { return filepath.Join(s.GenDir(name, gen), "boot") }
+func (s *Store) BootDir(name string, gen int) string {
+	return filepath.Join(s.GenDir(name, gen), "boot")
+}
 
 // Images lists the image names in the store, sorted.
 func (s *Store) Images() ([]string, error) {

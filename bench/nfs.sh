@@ -1,0 +1,481 @@
+#!/usr/bin/env bash
+# bench/nfs.sh — compare bootd's read-only NFSv3 export with nfs-ganesha 4.3
+# (VFS FSAL) on the same tree, with the same client (libnfs-utils), in one run.
+#
+# Usage (as root, Debian 12):   bash bench/nfs.sh
+#
+# Environment knobs:
+#   RUNS=5             timed repetitions per test and server (median reported)
+#   PIN=1              pin servers to SERVER_CPUS and clients to CLIENT_CPUS
+#   SERVER_CPUS=0      CPU list for both servers (taskset -c)
+#   CLIENT_CPUS=1      CPU list for all clients
+#   CACHE=/var/cache/bootd-bench   where the reusable test data lives
+#   SYNTH=/dev/shm/bootd-bench-synth  where the 200k-entry tree is generated
+#   KEEP_SYNTH=0       keep the 200k-entry tree after the run (it lives in RAM)
+#   BOOTD_BIN=         use this binary instead of building ./cmd/bootd
+#
+# Everything runs inside a network namespace the script creates (bench-nfs):
+# both servers listen on its loopback and every client runs in it, so the
+# client side is identical for both servers and no traffic leaves the
+# namespace. ganesha insists on registering with rpcbind, and rpcbind's unix
+# socket (/run/rpcbind.sock) is a file shared by all network namespaces, so
+# the rpcbind for ganesha also gets a private tmpfs on /run (its own mount
+# namespace) that ganesha then joins. Nothing on the host's /run is touched.
+#
+# Output: the table on stdout; raw timings, logs and the table in bench/out/.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+OUT=$HERE/out
+
+RUNS=${RUNS:-5}
+PIN=${PIN:-1}
+SERVER_CPUS=${SERVER_CPUS:-0}
+CLIENT_CPUS=${CLIENT_CPUS:-1}
+CACHE=${CACHE:-/var/cache/bootd-bench}
+SYNTH=${SYNTH:-/dev/shm/bootd-bench-synth}
+KEEP_SYNTH=${KEEP_SYNTH:-0}
+
+NS=bench-nfs
+IMAGE=bench                       # bootd image name of the benchmark tree
+STATE=$CACHE/state                # bootd state dir; the tree is generation 1
+TREE=$STATE/images/$IMAGE/1/root  # the one tree both servers export
+BOOTD_PORT=12049
+GANESHA_NFS_PORT=2049
+GANESHA_MNT_PORT=20048
+SYNTH_PORT=12050
+NPAR=16                           # concurrent readers, one 16 MiB file each
+
+# PIDs of everything this run started, stopped in reverse order by cleanup.
+PIDS=()
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# ---------------------------------------------------------------- cleanup --
+
+stop_pid() {
+	local pid=$1 i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$? i
+	trap - EXIT INT TERM
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pid "${PIDS[i]}"
+	done
+	ip netns del "$NS" 2>/dev/null || true
+	if [[ $KEEP_SYNTH != 1 ]]; then
+		rm -rf "$SYNTH"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A namespace left over from an interrupted run: stop what still runs in it
+# (only this script puts processes there) and remove it.
+reset_netns() {
+	local pid
+	if ip netns list | grep -qw "^$NS"; then
+		log "removing leftover namespace $NS"
+		for pid in $(ip netns pids "$NS" 2>/dev/null); do
+			stop_pid "$pid"
+		done
+		ip netns del "$NS"
+	fi
+	ip netns add "$NS"
+	ip -n "$NS" link set lo up
+}
+
+# ------------------------------------------------------------ environment --
+
+install_deps() {
+	local need=() p
+	for p in nfs-ganesha nfs-ganesha-vfs libnfs-utils mmdebstrap rpcbind; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+	done
+	if ((${#need[@]})); then
+		log "installing ${need[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+	fi
+	# Debian's packages enable and start system services; this benchmark
+	# starts its own copies in the namespace and must not find port 2049
+	# or the host's rpcbind socket in use by them.
+	for p in nfs-ganesha rpcbind.socket rpcbind; do
+		if systemctl is-active --quiet "$p" 2>/dev/null; then
+			log "note: host service $p is active; it is not used (the benchmark runs its own in $NS)"
+		fi
+	done
+	command -v go >/dev/null || [[ -n ${BOOTD_BIN:-} ]] || die "go not found (or set BOOTD_BIN)"
+}
+
+# Test data, built once and reused: a Debian minbase root, a 64 MiB file and
+# 16 files of 16 MiB, all random so no layer can compress or dedupe them.
+# Each piece is built beside its final name and renamed, so an interrupted
+# run never leaves a half-made piece that a later run would trust.
+prepare_data() {
+	mkdir -p "$TREE/par"
+	if [[ ! -d $TREE/debian ]]; then
+		log "building Debian bookworm minbase with mmdebstrap (once; cached in $CACHE)"
+		rm -rf "$TREE/debian.tmp"
+		mmdebstrap --quiet --variant=minbase bookworm "$TREE/debian.tmp" ${MIRROR:+"$MIRROR"} >&2 ||
+			die "mmdebstrap failed (set MIRROR=URL to use another mirror)"
+		mv "$TREE/debian.tmp" "$TREE/debian"
+	fi
+	if [[ ! -f $TREE/file64 ]]; then
+		log "writing 64 MiB random file"
+		head -c $((64 << 20)) /dev/urandom >"$TREE/file64.tmp"
+		mv "$TREE/file64.tmp" "$TREE/file64"
+	fi
+	local i f
+	for ((i = 0; i < NPAR; i++)); do
+		f=$(printf '%s/par/r%02d' "$TREE" "$i")
+		if [[ ! -f $f ]]; then
+			head -c $((16 << 20)) /dev/urandom >"$f.tmp"
+			mv "$f.tmp" "$f"
+		fi
+	done
+	ln -sfn 1 "$STATE/images/$IMAGE/current"
+	# The page cache is warmed by the warm-up runs; here only the local
+	# reference values that the correctness checks compare against.
+	DEBIAN_ENTRIES=$(find "$TREE/debian" -mindepth 1 | wc -l)
+	FILE64_SHA=$(sha256sum <"$TREE/file64" | cut -d' ' -f1)
+	log "tree: $TREE ($DEBIAN_ENTRIES entries under debian/)"
+}
+
+# The 200k-entry synthetic image for the memory test: 2000 directories of 100
+# one-byte files, in RAM so that generating it takes seconds. It is a state
+# dir of its own so that the bootd measured holds that image only.
+prepare_synth() {
+	local root=$SYNTH/state/images/synth/1/root d
+	if [[ ! -f $SYNTH/.complete ]]; then
+		log "generating 200k-entry tree in $SYNTH"
+		rm -rf "$SYNTH"
+		mkdir -p "$root"
+		for ((d = 0; d < 2000; d++)); do
+			mkdir "$root/d$d"
+			# one tee writes all 100 files of a directory: no process per file
+			printf x | tee "$root/d$d/f"{00..99} >/dev/null
+		done
+		ln -sfn 1 "$SYNTH/state/images/synth/current"
+		touch "$SYNTH/.complete"
+	fi
+	SYNTH_ENTRIES=$(find "$root" -mindepth 1 | wc -l)
+}
+
+# ---------------------------------------------------------------- servers --
+
+# The taskset prefix for servers and for clients (empty when PIN=0).
+# ip netns exec, taskset, unshare and nsenter all exec the next program, so
+# $! after starting a server through them is the server's own PID.
+server_pin() {
+	if [[ $PIN == 1 ]]; then echo taskset -c "$SERVER_CPUS"; fi
+}
+client_pin() {
+	if [[ $PIN == 1 ]]; then echo taskset -c "$CLIENT_CPUS"; fi
+}
+
+build_bootd() {
+	if [[ -n ${BOOTD_BIN:-} ]]; then
+		BIN=$BOOTD_BIN
+	else
+		BIN=$OUT/bootd
+		log "building bootd"
+		(cd "$REPO" && go build -o "$BIN" ./cmd/bootd)
+	fi
+	BOOTD_VERSION=$(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo unknown)
+}
+
+# start_bootd NAME STATE_DIR PORT: starts bootd, waits until it has indexed
+# the current generation (Preload) so no timed run pays for indexing, and
+# leaves its PID in STARTED_PID (not printed: a server started inside $(...)
+# would be lost to cleanup and hold the substitution's pipe open).
+start_bootd() {
+	local name=$1 state=$2 port=$3 conf=$OUT/$1.yaml logf=$OUT/$1.log pid i
+	cat >"$conf" <<-EOF
+		state_dir: $state
+		nfs:
+		  listen: "127.0.0.1:$port"
+		  allow: ["127.0.0.1/32"]
+		  secure_ports: false
+	EOF
+	: >"$logf"
+	ip netns exec "$NS" $(server_pin) "$BIN" serve --config "$conf" 2>"$logf" &
+	pid=$!
+	PIDS+=("$pid")
+	STARTED_PID=$pid
+	for i in $(seq 600); do
+		grep -q 'indexed generation' "$logf" && break
+		kill -0 "$pid" 2>/dev/null || die "bootd ($name) exited; see $logf"
+		sleep 0.1
+	done
+	grep -q 'indexed generation' "$logf" || die "bootd ($name) did not index within 60 s; see $logf"
+}
+
+start_ganesha() {
+	local conf=$OUT/ganesha.conf i
+	# Defaults everywhere except what makes it NFSv3-only over TCP on fixed
+	# ports: a like-for-like with bootd's single-purpose export.
+	cat >"$conf" <<-EOF
+		NFS_CORE_PARAM {
+		  Protocols = 3;
+		  NFS_Protocols = 3;
+		  NFS_Port = $GANESHA_NFS_PORT;
+		  MNT_Port = $GANESHA_MNT_PORT;
+		  Enable_NLM = false;
+		  Enable_RQUOTA = false;
+		}
+		NFSV4 { Graceless = true; }
+		EXPORT {
+		  Export_Id = 1;
+		  Path = $TREE;
+		  Pseudo = $TREE;
+		  Access_Type = RO;
+		  Squash = No_Root_Squash;
+		  Protocols = 3;
+		  Transports = TCP;
+		  SecType = sys;
+		  FSAL { Name = VFS; }
+		}
+		LOG { Default_Log_Level = EVENT; }
+	EOF
+	: >"$OUT/rpcbind.log"
+	ip netns exec "$NS" unshare --mount --propagation private -- sh -c '
+		mount -t tmpfs -o mode=755 bench-run /run || exit 1
+		mkdir -p /run/rpcbind && chown _rpc /run/rpcbind 2>/dev/null
+		exec "$@"' _ $(server_pin) rpcbind -f -w >"$OUT/rpcbind.log" 2>&1 &
+	RPCBIND_PID=$!
+	PIDS+=("$RPCBIND_PID")
+	for i in $(seq 50); do
+		[[ -S /proc/$RPCBIND_PID/root/run/rpcbind.sock ]] && break
+		sleep 0.1
+	done
+	[[ -S /proc/$RPCBIND_PID/root/run/rpcbind.sock ]] || die "rpcbind did not start; see $OUT/rpcbind.log"
+
+	: >"$OUT/ganesha.log"
+	nsenter --mount="/proc/$RPCBIND_PID/ns/mnt" --net="/run/netns/$NS" \
+		$(server_pin) ganesha.nfsd -F -f "$conf" -L "$OUT/ganesha.log" -p "$OUT/ganesha.pid" &
+	GANESHA_PID=$!
+	PIDS+=("$GANESHA_PID")
+	for i in $(seq 300); do
+		grep -q 'NFS SERVER INITIALIZED' "$OUT/ganesha.log" && break
+		kill -0 "$GANESHA_PID" 2>/dev/null || die "ganesha exited; see $OUT/ganesha.log"
+		sleep 0.1
+	done
+	grep -q 'NFS SERVER INITIALIZED' "$OUT/ganesha.log" || die "ganesha did not start; see $OUT/ganesha.log"
+}
+
+# ---------------------------------------------------------------- clients --
+
+# URL for a path of the tree: "url bootd par/r03". libnfs mounts the dirname
+# of a file's path (nfs-cat) or the whole path (nfs-ls), so both servers see
+# the same kind of MOUNT: the export root or a subdirectory of it.
+url() {
+	local srv=$1 rel=$2
+	case $srv in
+	bootd) echo "nfs://127.0.0.1/$IMAGE/1/$rel?version=3&nfsport=$BOOTD_PORT&mountport=$BOOTD_PORT" ;;
+	ganesha) echo "nfs://127.0.0.1$TREE/$rel?version=3&nfsport=$GANESHA_NFS_PORT&mountport=$GANESHA_MNT_PORT" ;;
+	synth) echo "nfs://127.0.0.1/synth/1$rel?version=3&nfsport=$SYNTH_PORT&mountport=$SYNTH_PORT" ;;
+	esac
+}
+
+# in_ns: run a command as a client, inside the namespace, pinned.
+in_ns() { ip netns exec "$NS" $(client_pin) "$@"; }
+
+# timed OUTFILE CMD...: runs CMD in the namespace with stdout to OUTFILE and
+# prints the elapsed seconds. The clock is read inside the namespace, so the
+# cost of entering it (ip netns exec) is not part of the time.
+timed() {
+	local outf=$1
+	shift
+	in_ns bash -c '
+		o=$1; shift
+		s=$EPOCHREALTIME
+		"$@" >"$o" || exit 1
+		e=$EPOCHREALTIME
+		echo "$s $e" | awk "{printf \"%.6f\n\", \$2-\$1}"' _ "$outf" "$@"
+}
+
+# timed_parallel URL...: one nfs-cat per URL, all at once; prints the seconds
+# from the first start to the last exit. Fails if any reader failed.
+timed_parallel() {
+	in_ns bash -c '
+		s=$EPOCHREALTIME
+		pids=()
+		for u in "$@"; do nfs-cat "$u" >/dev/null & pids+=($!); done
+		rc=0
+		for p in "${pids[@]}"; do wait "$p" || rc=1; done
+		e=$EPOCHREALTIME
+		[ $rc = 0 ] || exit 1
+		echo "$s $e" | awk "{printf \"%.6f\n\", \$2-\$1}"' _ "$@"
+}
+
+# Before timing anything: both servers return the same bytes and the same
+# number of entries as the local tree. A fast wrong answer is no result.
+verify() {
+	local srv=$1 sum n
+	sum=$(in_ns nfs-cat "$(url "$srv" file64)" | sha256sum | cut -d' ' -f1)
+	[[ $sum == "$FILE64_SHA" ]] || die "$srv: file64 read back wrong (sha256 $sum)"
+	n=$(in_ns nfs-ls -R "$(url "$srv" debian)" | wc -l)
+	[[ $n == "$DEBIAN_ENTRIES" ]] || die "$srv: nfs-ls -R listed $n entries, the tree has $DEBIAN_ENTRIES"
+	log "$srv verified: file64 sha256 matches, walk lists $n entries"
+}
+
+# One run of each test; appends "test server run value unit seconds" to RAW.
+run_seq() {
+	local srv=$1 run=$2 t
+	t=$(timed /dev/null nfs-cat "$(url "$srv" file64)") || die "$srv: nfs-cat file64 failed"
+	echo "seq_read $srv $run $(awk -v t="$t" 'BEGIN{printf "%.2f", 64/t}') MiB/s $t" >>"$RAW"
+}
+
+run_walk() {
+	local srv=$1 run=$2 t n lst=$OUT/walk.$srv.lst
+	t=$(timed "$lst" nfs-ls -R "$(url "$srv" debian)") || die "$srv: nfs-ls -R failed"
+	n=$(wc -l <"$lst")
+	[[ $n == "$DEBIAN_ENTRIES" ]] || die "$srv: walk run $run listed $n entries, want $DEBIAN_ENTRIES"
+	echo "walk $srv $run $(awk -v n="$n" -v t="$t" 'BEGIN{printf "%.0f", n/t}') entries/s $t" >>"$RAW"
+}
+
+run_par() {
+	local srv=$1 run=$2 t i urls=()
+	for ((i = 0; i < NPAR; i++)); do urls+=("$(url "$srv" "$(printf 'par/r%02d' "$i")")"); done
+	t=$(timed_parallel "${urls[@]}") || die "$srv: a concurrent reader failed"
+	echo "par_read $srv $run $(awk -v n="$NPAR" -v t="$t" 'BEGIN{printf "%.2f", n*16/t}') MiB/s $t" >>"$RAW"
+}
+
+median() { # median of the value column for a test and server in RAW (run >= 1)
+	awk -v t="$1" -v s="$2" '$1==t && $2==s && $3>=1 {print $4}' "$RAW" | sort -g |
+		awk '{v[NR]=$1} END{if (NR==0) {print "nan"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
+}
+
+spread() { # min-max of the runs, to show how noisy the median is
+	awk -v t="$1" -v s="$2" '$1==t && $2==s && $3>=1 {print $4}' "$RAW" | sort -g |
+		awk 'NR==1{lo=$1} {hi=$1} END{print lo "-" hi}'
+}
+
+# ------------------------------------------------------------ memory test --
+
+status_kib() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
+
+memory_test() {
+	local pid t n idle_rss
+	prepare_synth
+	log "memory test: bootd serving the ${SYNTH_ENTRIES}-entry synthetic image"
+	start_bootd bootd-synth "$SYNTH/state" "$SYNTH_PORT"
+	pid=$STARTED_PID
+	idle_rss=$(status_kib "$pid" VmRSS)
+	t=$(timed "$OUT/walk.synth.lst" nfs-ls -R "$(url synth "")") || die "synthetic walk failed"
+	n=$(wc -l <"$OUT/walk.synth.lst")
+	[[ $n == "$SYNTH_ENTRIES" ]] || die "synthetic walk listed $n entries, want $SYNTH_ENTRIES"
+	SYNTH_HWM=$(status_kib "$pid" VmHWM)
+	SYNTH_RSS=$(status_kib "$pid" VmRSS)
+	SYNTH_IDLE=$idle_rss
+	SYNTH_WALK_S=$t
+	SYNTH_INDEX=$(grep -o 'took=[^ ]*' "$OUT/bootd-synth.log" | head -1 | cut -d= -f2)
+	{
+		echo "synthetic_entries $SYNTH_ENTRIES"
+		echo "index_took $SYNTH_INDEX"
+		echo "rss_after_index_kib $SYNTH_IDLE"
+		echo "walk_seconds $t"
+		echo "walk_entries_per_s $(awk -v n="$n" -v t="$t" 'BEGIN{printf "%.0f", n/t}')"
+		echo "VmHWM_kib $SYNTH_HWM"
+		echo "VmRSS_kib $SYNTH_RSS"
+	} >"$OUT/memory.txt"
+	stop_pid "$pid"
+}
+
+# ------------------------------------------------------------------- main --
+
+main() {
+	[[ $EUID == 0 ]] || die "run as root (network namespaces, mmdebstrap)"
+	mkdir -p "$OUT" "$CACHE"
+	RAW=$OUT/raw.txt
+	: >"$RAW"
+	local t0=$SECONDS
+	install_deps
+	prepare_data
+	build_bootd
+	reset_netns
+
+	start_bootd bootd "$STATE" "$BOOTD_PORT"
+	BOOTD_PID=$STARTED_PID
+	start_ganesha
+	verify bootd
+	verify ganesha
+
+	# Warm-up (run 0, not in the medians): page cache, ganesha's metadata
+	# cache and both servers' open-file caches start the timed runs equal.
+	# Runs alternate between the servers so slow drift hits both alike.
+	local test run srv
+	for test in seq walk par; do
+		log "test $test: warm-up + $RUNS runs per server"
+		for run in $(seq 0 "$RUNS"); do
+			for srv in bootd ganesha; do
+				"run_$test" "$srv" "$run"
+			done
+		done
+	done
+
+	# How much each server worked, for the report: CPU seconds (user+sys).
+	local clk
+	clk=$(getconf CLK_TCK)
+	BOOTD_CPU=$(awk -v c="$clk" '{printf "%.2f", ($14+$15)/c}' "/proc/$BOOTD_PID/stat")
+	GANESHA_CPU=$(awk -v c="$clk" '{printf "%.2f", ($14+$15)/c}' "/proc/$GANESHA_PID/stat")
+	BOOTD_MAIN_HWM=$(status_kib "$BOOTD_PID" VmHWM)
+	GANESHA_HWM=$(status_kib "$GANESHA_PID" VmHWM)
+
+	memory_test
+	report "$((SECONDS - t0))" | tee "$OUT/table.txt"
+}
+
+report() {
+	local elapsed=$1 test unit b g goal
+	echo
+	echo "bootd $BOOTD_VERSION vs nfs-ganesha $(dpkg-query -W -f='${Version}' nfs-ganesha), client libnfs-utils $(dpkg-query -W -f='${Version}' libnfs-utils)"
+	echo "$(nproc) CPUs; $RUNS runs per test (median, range in brackets) after one warm-up; load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	if [[ $PIN == 1 ]]; then
+		echo "pinned: servers on CPU $SERVER_CPUS, clients on CPU $CLIENT_CPUS (taskset)"
+	else
+		echo "not pinned"
+	fi
+	echo "tree: Debian bookworm minbase ($DEBIAN_ENTRIES entries), 64 MiB file, $NPAR x 16 MiB files; warm page cache"
+	echo
+	printf '%-28s | %-22s | %-22s | %-6s | %s\n' test bootd ganesha ratio goal
+	printf '%s\n' "-----------------------------+------------------------+------------------------+--------+------"
+	for test in seq_read walk par_read; do
+		case $test in
+		seq_read) unit=MiB/s label="64 MiB sequential read" goal=">=1.2" ;;
+		walk) unit=entries/s label="recursive walk (nfs-ls -R)" goal=">=1.5" ;;
+		par_read) unit=MiB/s label="$NPAR concurrent readers" goal=">=1.2" ;;
+		esac
+		b=$(median "$test" bootd)
+		g=$(median "$test" ganesha)
+		printf '%-28s | %-22s | %-22s | %-6s | %s\n' "$label" \
+			"$b $unit [$(spread "$test" bootd)]" "$g $unit [$(spread "$test" ganesha)]" \
+			"$(awk -v b="$b" -v g="$g" 'BEGIN{printf "%.2f", b/g}')" "$goal"
+	done
+	echo
+	echo "server CPU time over all runs: bootd ${BOOTD_CPU}s, ganesha ${GANESHA_CPU}s; VmHWM: bootd $((BOOTD_MAIN_HWM / 1024)) MiB, ganesha $((GANESHA_HWM / 1024)) MiB"
+	echo
+	echo "bootd memory, ${SYNTH_ENTRIES}-entry synthetic image (goal VmHWM <= 100 MiB):"
+	echo "  indexed in $SYNTH_INDEX; RSS after indexing $((SYNTH_IDLE / 1024)) MiB"
+	echo "  after nfs-ls -R of all of it ($(awk -v t="$SYNTH_WALK_S" 'BEGIN{printf "%.2f", t}') s): VmHWM $((SYNTH_HWM / 1024)) MiB, VmRSS $((SYNTH_RSS / 1024)) MiB"
+	echo
+	local warn
+	warn=$(cat "$OUT/bootd.log" "$OUT/bootd-synth.log" | grep -cE 'level=(WARN|ERROR)' || true)
+	echo "bootd log lines at WARN/ERROR: $warn (logs: bench/out/bootd.log, bench/out/bootd-synth.log)"
+	echo "raw results: bench/out/raw.txt, bench/out/memory.txt; total time ${elapsed}s"
+}
+
+main "$@"

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	nfsc "github.com/willscott/go-nfs-client/nfs"
+	"github.com/willscott/go-nfs-client/nfs/rpc"
+)
+
+var bootdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bootd-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bootdBin = filepath.Join(dir, "bootd")
+	if out, err := exec.Command("go", "build", "-o", bootdBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building bootd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is a running `bootd serve`.
+type daemon struct {
+	cmd  *exec.Cmd
+	addr string
+	mu   sync.Mutex
+	log  bytes.Buffer
+}
+
+func (d *daemon) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.Write(p)
+}
+
+func (d *daemon) logText() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.String()
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startBootd runs `bootd serve --config` with only NFS enabled and waits
+// until it accepts connections.
+func startBootd(t *testing.T, state, addr string) *daemon {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "bootd.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\n  secure_ports: false\n", state, addr)), 0o644)
+	d := &daemon{addr: addr}
+	d.cmd = exec.Command(bootdBin, "serve", "--config", cfg)
+	d.cmd.Stdout, d.cmd.Stderr = d, d
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.stop() })
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return d
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("bootd did not start listening on %s:\n%s", addr, d.logText())
+	return nil
+}
+
+func (d *daemon) stop() {
+	if d.cmd.ProcessState == nil {
+		d.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			d.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func makeImage(t *testing.T, state string, files int) {
+	t.Helper()
+	root := filepath.Join(state, "images", "demo", "1", "root")
+	for i := 0; i < files; i++ {
+		dir := filepath.Join(root, "usr", fmt.Sprintf("d%02d", i%50))
+		os.MkdirAll(dir, 0o755)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), []byte(fmt.Sprint(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc", "hostname"), []byte("node\n"), 0o644)
+	os.Symlink("1", filepath.Join(state, "images", "demo", "current"))
+}
+
+func mountTarget(t *testing.T, addr, path string) *nfsc.Target {
+	t.Helper()
+	c, err := rpc.DialTCP("tcp", addr, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	target, err := (&nfsc.Mount{Client: c}).Mount(path, rpc.NewAuthUnix("test", 0, 0).Auth())
+	if err != nil {
+		t.Fatalf("mounting %s from %s: %v", path, addr, err)
+	}
+	return target
+}
+
+func TestServeRestartAndTwoMasters(t *testing.T) {
+	state := t.TempDir()
+	makeImage(t, state, 2000)
+	paths := []string{"/etc/hostname", "/usr/d07/f01957", "/usr/d49"}
+
+	addrA := freePort(t)
+	a := startBootd(t, state, addrA)
+	addrB := freePort(t)
+	startBootd(t, state, addrB)
+
+	ta := mountTarget(t, addrA, "/demo/1")
+	tb := mountTarget(t, addrB, "/demo")
+	var handles [][]byte
+	for _, p := range paths {
+		_, fha, err := ta.Lookup(p)
+		if err != nil {
+			t.Fatalf("lookup %s on A: %v", p, err)
+		}
+		_, fhb, err := tb.Lookup(p)
+		if err != nil {
+			t.Fatalf("lookup %s on B: %v", p, err)
+		}
+		if !bytes.Equal(fha, fhb) {
+			t.Errorf("%s: handle %x from A, %x from B", p, fha, fhb)
+		}
+		if len(fha) > 64 || len(fha)%4 != 0 {
+			t.Errorf("%s: handle of %d bytes", p, len(fha))
+		}
+		handles = append(handles, fha)
+	}
+
+	// Restart A; a client that kept its handles (as a booted node's kernel
+	// does) goes on using them without mounting again.
+	a.stop()
+	startBootd(t, state, addrA)
+	c, err := rpc.DialTCP("tcp", addrA, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, fh := range handles {
+		target, err := nfsc.NewTargetWithClient(c, rpc.NewAuthUnix("test", 0, 0).Auth(), fh, "/", 0)
+		if err != nil {
+			t.Fatalf("%s after restart: %v", paths[i], err)
+		}
+		if attr, err := target.GetAttr(fh); err != nil {
+			t.Errorf("GETATTR %s with a handle from before the restart: %v", paths[i], err)
+		} else if i == 0 && attr.Filesize != 5 {
+			t.Errorf("%s: size %d after restart", paths[i], attr.Filesize)
+		}
+	}
+}
+
+func TestServeRefusesOtherAddresses(t *testing.T) {
+	state := t.TempDir()
+	makeImage(t, state, 10)
+	addr := freePort(t)
+	d := startBootd(t, state, addr)
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	conn, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("127.0.0.2 was not refused")
+	}
+	for i := 0; i < 50 && !strings.Contains(d.logText(), "refused connection"); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if log := d.logText(); !strings.Contains(log, "refused connection") || !strings.Contains(log, "127.0.0.2") {
+		t.Errorf("no log line for the refused client:\n%s", log)
+	}
+}
+
+func TestServeBadConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bootd.yaml")
+	os.WriteFile(cfg, []byte("state_dir: /tmp\nnfs:\n  allow: [127.0.0.1/32]\n  secure_port: true\n"), 0o644)
+	out, err := exec.Command(bootdBin, "serve", "--config", cfg).CombinedOutput()
+	if err == nil {
+		t.Fatal("bootd serve accepted a config with an unknown key")
+	}
+	if want := cfg + `:4: unknown key "secure_port" in nfs`; !strings.Contains(string(out), want) {
+		t.Errorf("error output %q does not contain %q", out, want)
+	}
+	out, err = exec.Command(bootdBin, "serve", "--config", "/nonexistent/bootd.yaml").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "/nonexistent/bootd.yaml") {
+		t.Errorf("missing config: %v %s", err, out)
+	}
+}

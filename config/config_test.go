@@ -1,0 +1,65 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseValid(t *testing.T) {
+	cfg, err := Parse("bootd.yaml", []byte(`
+state_dir: /srv/bootd/
+interface: eth1
+nfs:
+  listen: "0.0.0.0:2049"
+  allow: ["10.0.0.0/24", "192.168.1.7", "10.1.2.3/16"]
+  secure_ports: false
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/srv/bootd" || cfg.Interface != "eth1" || cfg.NFS.SecurePorts {
+		t.Errorf("parsed %+v", cfg)
+	}
+	var got []string
+	for _, p := range cfg.NFS.AllowPrefixes() {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, " ") != "10.0.0.0/24 192.168.1.7/32 10.1.0.0/16" {
+		t.Errorf("allow = %v", got)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse("bootd.yaml", []byte("nfs:\n  allow: [10.0.0.0/8]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StateDir != "/var/lib/bootd" || cfg.NFS.Listen != "0.0.0.0:2049" || !cfg.NFS.SecurePorts {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	cfg, err = Parse("bootd.yaml", []byte("nfs:\n  listen: \"\"\n"))
+	if err != nil || cfg.NFS.Listen != "" {
+		t.Errorf("listen \"\" should disable NFS: %v %+v", err, cfg)
+	}
+}
+
+func TestErrorsNameFileLineAndKey(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"state_dir: /x\nnfs:\n  lisen: \":2049\"\n", `bootd.yaml:3: unknown key "lisen" in nfs (known keys: allow, listen, secure_ports)`},
+		{"statedir: /x\n", `bootd.yaml:1: unknown key "statedir" in the top level`},
+		{"nfs:\n  allow: [10.0.0.0/24, 10.0.0/33]\n", `bootd.yaml:2: nfs.allow[1]: want a network in CIDR form`},
+		{"nfs:\n  allow: 10.0.0.0/24\n", `bootd.yaml:2: nfs.allow: want a list`},
+		{"nfs:\n  secure_ports: maybe\n  allow: [1.2.3.4]\n", `bootd.yaml:2: nfs.secure_ports: want true or false, got "maybe"`},
+		{"state_dir: relative/dir\nnfs: {allow: [1.2.3.4]}\n", `bootd.yaml:1: state_dir: want an absolute directory path`},
+		{"nfs:\n  listen: 2049\n  allow: [1.2.3.4]\n", `bootd.yaml:2: nfs.listen: want IP:PORT`},
+		{"interface: eth0\n", `bootd.yaml: nfs.allow: list the client networks`},
+		{"nfs: [1, 2]\n", `bootd.yaml:1: nfs: want a mapping of keys`},
+		{"nfs:\n\tallow: x\n", `bootd.yaml: `},
+	}
+	for _, c := range cases {
+		_, err := Parse("bootd.yaml", []byte(c.yaml))
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("Parse(%q):\n got %v\nwant prefix %s", c.yaml, err, c.want)
+		}
+	}
+}

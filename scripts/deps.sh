@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# deps.sh: install what bootd's build, demo and tests need on Debian 12, as
+# root. Safe to run again; it only installs what is missing.
+set -euo pipefail
+
+need_go="1.26"
+pkgs=(ca-certificates git curl iproute2 libnfs-utils)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Go: use the one on PATH (or /usr/local/go) when it is new enough; else
+# Debian's go with the toolchain the module asks for, fetched by the go
+# command itself through the module proxy.
+export PATH="$PATH:/usr/local/go/bin:/root/go/bin"
+if ! command -v go >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq -t bookworm-backports golang-go >/dev/null 2>&1 || apt-get install -y -qq golang-go >/dev/null
+fi
+have=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+if [ "$(printf '%s\n%s\n' "$need_go" "$have" | sort -V | head -1)" != "$need_go" ]; then
+  export GOTOOLCHAIN=auto
+fi
+cd "$(dirname "$0")/.."
+go mod download

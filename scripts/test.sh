@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# test.sh: every test bootd has, as CI runs them. Needs root (device nodes,
+# privileged ports; later: network namespaces and QEMU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+export PATH="$PATH:/usr/local/go/bin"
+echo "== go vet"
+go vet ./...
+echo "== go test (all, including real clients)"
+go test -count=1 ./...
+echo "== fuzzing the decoders briefly"
+go test -run '^$' -fuzz '^FuzzDispatch$' -fuzztime 20s ./nfs
+go test -run '^$' -fuzz '^FuzzReadRecord$' -fuzztime 10s ./nfs
+echo "== all tests passed"

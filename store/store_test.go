@@ -1,0 +1,70 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestGenerationsAndPublish(t *testing.T) {
+	s := New(t.TempDir())
+	if names, err := s.Images(); err != nil || len(names) != 0 {
+		t.Fatalf("empty store: %v %v", names, err)
+	}
+	for _, g := range []int{1, 2, 10} {
+		if err := os.MkdirAll(s.RootDir("demo", g), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(s.ImagesDir(), "demo", "3"), 0o755)     // no root: not a generation
+	os.MkdirAll(filepath.Join(s.ImagesDir(), "demo", "07"), 0o755)    // not canonical
+	os.MkdirAll(filepath.Join(s.ImagesDir(), "demo", "tmp.x"), 0o755) // a build in progress
+	gens, err := s.Generations("demo")
+	if err != nil || len(gens) != 3 || gens[0] != 1 || gens[2] != 10 {
+		t.Fatalf("Generations = %v, %v", gens, err)
+	}
+	if _, err := s.Current("demo"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Current before publish: %v", err)
+	}
+	if err := s.Publish("demo", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Publish("demo", 10); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := s.Current("demo"); err != nil || g != 10 {
+		t.Fatalf("Current = %d, %v", g, err)
+	}
+	if l, _ := os.Readlink(filepath.Join(s.ImagesDir(), "demo", "current")); l != "10" {
+		t.Errorf("current link is %q, want the relative \"10\"", l)
+	}
+	if err := s.Publish("demo", 3); !errors.Is(err, ErrNotFound) {
+		t.Errorf("publishing a generation without a root: %v", err)
+	}
+	if g, _ := s.Current("demo"); g != 10 {
+		t.Errorf("a failed publish moved current to %d", g)
+	}
+	if err := s.Publish("Bad/Name", 1); err == nil {
+		t.Error("publishing under an invalid name succeeded")
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.ImagesDir(), "demo"))
+	for _, e := range ents {
+		if filepath.Ext(e.Name()) == ".tmp" {
+			t.Errorf("left behind %s", e.Name())
+		}
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"demo", "bookworm-hpc", "a", "node.v2", "x_1"} {
+		if err := ValidName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "-x", "A", "a/b", "a b", "current\x00", string(make([]byte, 64))} {
+		if ValidName(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
