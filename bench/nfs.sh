@@ -13,6 +13,7 @@
 #   SYNTH=/dev/shm/bootd-bench-synth  where the 200k-entry tree is generated
 #   KEEP_SYNTH=0       keep the 200k-entry tree after the run (it lives in RAM)
 #   BOOTD_BIN=         use this binary instead of building ./cmd/bootd
+#   BOOTD_LOG_LEVEL=info  bootd's --log-level (debug logs every connection)
 #
 # Everything runs inside a network namespace the script creates (bench-nfs):
 # both servers listen on its loopback and every client runs in it, so the
@@ -44,7 +45,8 @@ TREE=$STATE/images/$IMAGE/1/root  # the one tree both servers export
 BOOTD_PORT=12049
 GANESHA_NFS_PORT=2049
 GANESHA_MNT_PORT=20048
-SYNTH_PORT=12050
+SYNTH_PORT=12050                  # the second bootd, serving only the 200k image
+SYNTH_TREE=$SYNTH/state/images/synth/1/root
 NPAR=16                           # concurrent readers, one 16 MiB file each
 
 # PIDs of everything this run started, stopped in reverse order by cleanup.
@@ -158,7 +160,7 @@ prepare_data() {
 # one-byte files, in RAM so that generating it takes seconds. It is a state
 # dir of its own so that the bootd measured holds that image only.
 prepare_synth() {
-	local root=$SYNTH/state/images/synth/1/root d
+	local root=$SYNTH_TREE d
 	if [[ ! -f $SYNTH/.complete ]]; then
 		log "generating 200k-entry tree in $SYNTH"
 		rm -rf "$SYNTH"
@@ -211,7 +213,7 @@ start_bootd() {
 		  secure_ports: false
 	EOF
 	: >"$logf"
-	ip netns exec "$NS" $(server_pin) "$BIN" serve --config "$conf" 2>"$logf" &
+	ip netns exec "$NS" $(server_pin) "$BIN" serve --config "$conf" --log-level "${BOOTD_LOG_LEVEL:-info}" 2>"$logf" &
 	pid=$!
 	PIDS+=("$pid")
 	STARTED_PID=$pid
@@ -241,6 +243,17 @@ start_ganesha() {
 		  Export_Id = 1;
 		  Path = $TREE;
 		  Pseudo = $TREE;
+		  Access_Type = RO;
+		  Squash = No_Root_Squash;
+		  Protocols = 3;
+		  Transports = TCP;
+		  SecType = sys;
+		  FSAL { Name = VFS; }
+		}
+		EXPORT {
+		  Export_Id = 2;
+		  Path = $SYNTH_TREE;
+		  Pseudo = $SYNTH_TREE;
 		  Access_Type = RO;
 		  Squash = No_Root_Squash;
 		  Protocols = 3;
@@ -278,16 +291,37 @@ start_ganesha() {
 
 # ---------------------------------------------------------------- clients --
 
-# URL for a path of the tree: "url bootd par/r03". libnfs mounts the dirname
-# of a file's path (nfs-cat) or the whole path (nfs-ls), so both servers see
-# the same kind of MOUNT: the export root or a subdirectory of it.
+# url SRV TREE REL: the URL of path REL in TREE (main or synth) on SRV.
+# libnfs mounts the dirname of a file's path (nfs-cat) or the whole path
+# (nfs-ls), so both servers see the same kind of MOUNT: the export root or a
+# subdirectory of it.
 url() {
-	local srv=$1 rel=$2
-	case $srv in
-	bootd) echo "nfs://127.0.0.1/$IMAGE/1/$rel?version=3&nfsport=$BOOTD_PORT&mountport=$BOOTD_PORT" ;;
-	ganesha) echo "nfs://127.0.0.1$TREE/$rel?version=3&nfsport=$GANESHA_NFS_PORT&mountport=$GANESHA_MNT_PORT" ;;
-	synth) echo "nfs://127.0.0.1/synth/1$rel?version=3&nfsport=$SYNTH_PORT&mountport=$SYNTH_PORT" ;;
+	local srv=$1 tree=$2 rel=$3 path port mport
+	case $srv-$tree in
+	bootd-main) path=/$IMAGE/1 port=$BOOTD_PORT mport=$BOOTD_PORT ;;
+	bootd-synth) path=/synth/1 port=$SYNTH_PORT mport=$SYNTH_PORT ;;
+	ganesha-main) path=$TREE port=$GANESHA_NFS_PORT mport=$GANESHA_MNT_PORT ;;
+	ganesha-synth) path=$SYNTH_TREE port=$GANESHA_NFS_PORT mport=$GANESHA_MNT_PORT ;;
 	esac
+	echo "nfs://127.0.0.1$path${rel:+/$rel}?version=3&nfsport=$port&mountport=$mport"
+}
+
+# The server process and log behind SRV for TREE.
+srv_pid() { echo "${SRV_PID[$1-$2]}"; }
+srv_log() {
+	case $1-$2 in
+	bootd-main) echo "$OUT/bootd.log" ;;
+	bootd-synth) echo "$OUT/bootd-synth.log" ;;
+	ganesha-*) echo "$OUT/ganesha.log" ;;
+	esac
+}
+
+# client_failed SRV TREE WHAT: a client run failed. Show the server's last
+# log lines, since the client says little more than "nfs_service failed".
+client_failed() {
+	log "$1 ($2 tree): $3 failed; last lines of $(srv_log "$1" "$2"):"
+	tail -n 15 "$(srv_log "$1" "$2")" >&2 || true
+	die "$1: $3 failed"
 }
 
 # in_ns: run a command as a client, inside the namespace, pinned.
@@ -323,76 +357,112 @@ timed_parallel() {
 
 # Before timing anything: both servers return the same bytes and the same
 # number of entries as the local tree. A fast wrong answer is no result.
-verify() {
+verify_main() {
 	local srv=$1 sum n
-	sum=$(in_ns nfs-cat "$(url "$srv" file64)" | sha256sum | cut -d' ' -f1)
+	sum=$(in_ns nfs-cat "$(url "$srv" main file64)" | sha256sum | cut -d' ' -f1) ||
+		client_failed "$srv" main "nfs-cat $(url "$srv" main file64)"
 	[[ $sum == "$FILE64_SHA" ]] || die "$srv: file64 read back wrong (sha256 $sum)"
-	n=$(in_ns nfs-ls -R "$(url "$srv" debian)" | wc -l)
+	n=$(in_ns nfs-ls -R "$(url "$srv" main debian)" | wc -l) ||
+		client_failed "$srv" main "nfs-ls -R $(url "$srv" main debian)"
 	[[ $n == "$DEBIAN_ENTRIES" ]] || die "$srv: nfs-ls -R listed $n entries, the tree has $DEBIAN_ENTRIES"
 	log "$srv verified: file64 sha256 matches, walk lists $n entries"
 }
 
-# One run of each test; appends "test server run value unit seconds" to RAW.
-run_seq() {
-	local srv=$1 run=$2 t
-	t=$(timed /dev/null nfs-cat "$(url "$srv" file64)") || die "$srv: nfs-cat file64 failed"
-	echo "seq_read $srv $run $(awk -v t="$t" 'BEGIN{printf "%.2f", 64/t}') MiB/s $t" >>"$RAW"
+# CPU time (user+system, in clock ticks) a server has used so far: the raw
+# results carry each run's server CPU seconds next to its wall time, since a
+# server that is as fast but burns twice the CPU is not as good.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# One run of a test appends a line to RAW:
+#   test server run value unit wall_seconds server_cpu_seconds
+# record TEST SRV TREE RUN VALUE UNIT SECONDS TICKS_BEFORE
+record() {
+	local after
+	after=$(cpu_ticks "$(srv_pid "$2" "$3")")
+	echo "$1 $2 $4 $5 $6 $7 $(awk -v d="$((after - $8))" -v c="$CLK_TCK" 'BEGIN{printf "%.2f", d/c}')" >>"$RAW"
 }
 
-run_walk() {
-	local srv=$1 run=$2 t n lst=$OUT/walk.$srv.lst
-	t=$(timed "$lst" nfs-ls -R "$(url "$srv" debian)") || die "$srv: nfs-ls -R failed"
+run_seq() { # 64 MiB sequential read by one client
+	local srv=$1 run=$2 t c0
+	c0=$(cpu_ticks "$(srv_pid "$srv" main)")
+	t=$(timed /dev/null nfs-cat "$(url "$srv" main file64)") ||
+		client_failed "$srv" main "nfs-cat file64 (run $run)"
+	record seq_read "$srv" main "$run" "$(awk -v t="$t" 'BEGIN{printf "%.2f", 64/t}')" MiB/s "$t" "$c0"
+}
+
+# walk_tree TEST SRV TREE REL WANT RUN: one nfs-ls -R, checked for count.
+walk_tree() {
+	local test=$1 srv=$2 tree=$3 rel=$4 want=$5 run=$6 t n c0 lst=$OUT/$1.$2.lst
+	c0=$(cpu_ticks "$(srv_pid "$srv" "$tree")")
+	t=$(timed "$lst" nfs-ls -R "$(url "$srv" "$tree" "$rel")") ||
+		client_failed "$srv" "$tree" "nfs-ls -R (run $run)"
 	n=$(wc -l <"$lst")
-	[[ $n == "$DEBIAN_ENTRIES" ]] || die "$srv: walk run $run listed $n entries, want $DEBIAN_ENTRIES"
-	echo "walk $srv $run $(awk -v n="$n" -v t="$t" 'BEGIN{printf "%.0f", n/t}') entries/s $t" >>"$RAW"
+	[[ $n == "$want" ]] || die "$srv: $test run $run listed $n entries, want $want"
+	record "$test" "$srv" "$tree" "$run" "$(awk -v n="$n" -v t="$t" 'BEGIN{printf "%.0f", n/t}')" entries/s "$t" "$c0"
 }
 
-run_par() {
-	local srv=$1 run=$2 t i urls=()
-	for ((i = 0; i < NPAR; i++)); do urls+=("$(url "$srv" "$(printf 'par/r%02d' "$i")")"); done
-	t=$(timed_parallel "${urls[@]}") || die "$srv: a concurrent reader failed"
-	echo "par_read $srv $run $(awk -v n="$NPAR" -v t="$t" 'BEGIN{printf "%.2f", n*16/t}') MiB/s $t" >>"$RAW"
+run_walk() { walk_tree walk "$1" main debian "$DEBIAN_ENTRIES" "$2"; }
+run_walk_synth() { walk_tree walk_synth "$1" synth "" "$SYNTH_ENTRIES" "$2"; }
+
+run_par() { # NPAR clients at once, each reading its own 16 MiB file
+	local srv=$1 run=$2 t i c0 urls=()
+	for ((i = 0; i < NPAR; i++)); do urls+=("$(url "$srv" main "$(printf 'par/r%02d' "$i")")"); done
+	c0=$(cpu_ticks "$(srv_pid "$srv" main)")
+	t=$(timed_parallel "${urls[@]}") || client_failed "$srv" main "a concurrent reader (run $run)"
+	record par_read "$srv" main "$run" "$(awk -v n="$NPAR" -v t="$t" 'BEGIN{printf "%.2f", n*16/t}')" MiB/s "$t" "$c0"
 }
 
-median() { # median of the value column for a test and server in RAW (run >= 1)
-	awk -v t="$1" -v s="$2" '$1==t && $2==s && $3>=1 {print $4}' "$RAW" | sort -g |
-		awk '{v[NR]=$1} END{if (NR==0) {print "nan"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
+# run_test TEST: a warm-up (run 0, not in the medians: page cache, ganesha's
+# metadata cache, open-file caches), then RUNS runs alternating between the
+# servers so that slow drift (other load on the machine) hits both alike.
+run_test() {
+	local run srv
+	log "test $1: warm-up + $RUNS runs per server"
+	for run in $(seq 0 "$RUNS"); do
+		for srv in bootd ganesha; do
+			"run_$1" "$srv" "$run"
+		done
+	done
 }
 
-spread() { # min-max of the runs, to show how noisy the median is
-	awk -v t="$1" -v s="$2" '$1==t && $2==s && $3>=1 {print $4}' "$RAW" | sort -g |
-		awk 'NR==1{lo=$1} {hi=$1} END{print lo "-" hi}'
+# runstat FN TEST SRV [COL]: median ("median") or "lo-hi" range ("spread") of
+# column COL (4: the rate, 7: server CPU seconds) over the timed runs.
+runstat() {
+	awk -v t="$2" -v s="$3" -v c="${4:-4}" '$1==t && $2==s && $3>=1 {print $c}' "$RAW" | sort -g |
+		if [[ $1 == median ]]; then
+			awk '{v[NR]=$1} END{if (NR==0) {print "nan"; exit} if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
+		else
+			awk 'NR==1{lo=$1} {hi=$1} END{print lo "-" hi}'
+		fi
 }
 
 # ------------------------------------------------------------ memory test --
 
 status_kib() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
 
+# The 200k-entry image on a bootd of its own (so its VmHWM is that image's
+# cost alone), walked by the same client; ganesha serves the same tree as its
+# second export, for the walk comparison. bootd's VmRSS right after indexing
+# and its VmHWM/VmRSS after all the walks are the memory result.
 memory_test() {
-	local pid t n idle_rss
-	prepare_synth
+	local pid
 	log "memory test: bootd serving the ${SYNTH_ENTRIES}-entry synthetic image"
 	start_bootd bootd-synth "$SYNTH/state" "$SYNTH_PORT"
 	pid=$STARTED_PID
-	idle_rss=$(status_kib "$pid" VmRSS)
-	t=$(timed "$OUT/walk.synth.lst" nfs-ls -R "$(url synth "")") || die "synthetic walk failed"
-	n=$(wc -l <"$OUT/walk.synth.lst")
-	[[ $n == "$SYNTH_ENTRIES" ]] || die "synthetic walk listed $n entries, want $SYNTH_ENTRIES"
+	SRV_PID[bootd-synth]=$pid
+	SYNTH_IDLE=$(status_kib "$pid" VmRSS)
+	SYNTH_INDEX=$(grep -o 'took=[^ ]*' "$OUT/bootd-synth.log" | head -1 | cut -d= -f2)
+	run_test walk_synth
 	SYNTH_HWM=$(status_kib "$pid" VmHWM)
 	SYNTH_RSS=$(status_kib "$pid" VmRSS)
-	SYNTH_IDLE=$idle_rss
-	SYNTH_WALK_S=$t
-	SYNTH_INDEX=$(grep -o 'took=[^ ]*' "$OUT/bootd-synth.log" | head -1 | cut -d= -f2)
 	{
 		echo "synthetic_entries $SYNTH_ENTRIES"
 		echo "index_took $SYNTH_INDEX"
-		echo "rss_after_index_kib $SYNTH_IDLE"
-		echo "walk_seconds $t"
-		echo "walk_entries_per_s $(awk -v n="$n" -v t="$t" 'BEGIN{printf "%.0f", n/t}')"
-		echo "VmHWM_kib $SYNTH_HWM"
-		echo "VmRSS_kib $SYNTH_RSS"
+		echo "bootd_rss_after_index_kib $SYNTH_IDLE"
+		echo "bootd_VmHWM_kib $SYNTH_HWM"
+		echo "bootd_VmRSS_kib $SYNTH_RSS"
+		echo "ganesha_VmHWM_kib $(status_kib "$GANESHA_PID" VmHWM) (whole run, both exports)"
 	} >"$OUT/memory.txt"
-	stop_pid "$pid"
 }
 
 # ------------------------------------------------------------------- main --
@@ -402,80 +472,87 @@ main() {
 	mkdir -p "$OUT" "$CACHE"
 	RAW=$OUT/raw.txt
 	: >"$RAW"
+	CLK_TCK=$(getconf CLK_TCK)
+	declare -gA SRV_PID
 	local t0=$SECONDS
 	install_deps
 	prepare_data
+	prepare_synth # before ganesha starts: it is ganesha's second export
 	build_bootd
 	reset_netns
 
 	start_bootd bootd "$STATE" "$BOOTD_PORT"
 	BOOTD_PID=$STARTED_PID
 	start_ganesha
-	verify bootd
-	verify ganesha
+	SRV_PID=([bootd-main]=$BOOTD_PID [ganesha-main]=$GANESHA_PID [ganesha-synth]=$GANESHA_PID)
+	verify_main bootd
+	verify_main ganesha
 
-	# Warm-up (run 0, not in the medians): page cache, ganesha's metadata
-	# cache and both servers' open-file caches start the timed runs equal.
-	# Runs alternate between the servers so slow drift hits both alike.
-	local test run srv
-	for test in seq walk par; do
-		log "test $test: warm-up + $RUNS runs per server"
-		for run in $(seq 0 "$RUNS"); do
-			for srv in bootd ganesha; do
-				"run_$test" "$srv" "$run"
-			done
-		done
-	done
-
-	# How much each server worked, for the report: CPU seconds (user+sys).
-	local clk
-	clk=$(getconf CLK_TCK)
-	BOOTD_CPU=$(awk -v c="$clk" '{printf "%.2f", ($14+$15)/c}' "/proc/$BOOTD_PID/stat")
-	GANESHA_CPU=$(awk -v c="$clk" '{printf "%.2f", ($14+$15)/c}' "/proc/$GANESHA_PID/stat")
+	run_test seq
+	run_test walk
+	run_test par
 	BOOTD_MAIN_HWM=$(status_kib "$BOOTD_PID" VmHWM)
-	GANESHA_HWM=$(status_kib "$GANESHA_PID" VmHWM)
 
 	memory_test
 	report "$((SECONDS - t0))" | tee "$OUT/table.txt"
 }
 
+# row TEST LABEL UNIT GOAL: one line of the table.
+row() {
+	local b g
+	b=$(runstat median "$1" bootd)
+	g=$(runstat median "$1" ganesha)
+	printf '%-30s | %-28s | %-28s | %5s | %s\n' "$2" \
+		"$b [$(runstat spread "$1" bootd)] $3" "$g [$(runstat spread "$1" ganesha)] $3" \
+		"$(awk -v b="$b" -v g="$g" 'BEGIN{printf "%.2f", b/g}')" "$4"
+}
+
+# cpurow TEST LABEL: median server CPU seconds per run.
+cpurow() {
+	local b g
+	b=$(runstat median "$1" bootd 7)
+	g=$(runstat median "$1" ganesha 7)
+	printf '%-30s | %-28s | %-28s | %5s\n' "$2" "$b s" "$g s" \
+		"$(awk -v b="$b" -v g="$g" 'BEGIN{if (g > 0) printf "%.2f", b/g; else print "-"}')"
+}
+
 report() {
-	local elapsed=$1 test unit b g goal
+	local elapsed=$1 warn
 	echo
-	echo "bootd $BOOTD_VERSION vs nfs-ganesha $(dpkg-query -W -f='${Version}' nfs-ganesha), client libnfs-utils $(dpkg-query -W -f='${Version}' libnfs-utils)"
-	echo "$(nproc) CPUs; $RUNS runs per test (median, range in brackets) after one warm-up; load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "bootd $BOOTD_VERSION vs nfs-ganesha $(dpkg-query -W -f='${Version}' nfs-ganesha) (VFS FSAL, defaults)," \
+		"client libnfs-utils $(dpkg-query -W -f='${Version}' libnfs-utils), NFSv3 over TCP on loopback in netns $NS"
+	echo "$(nproc) CPUs, load average at end $(cut -d' ' -f1-3 /proc/loadavg);" \
+		"median of $RUNS runs after one warm-up, [min-max]; warm page cache"
 	if [[ $PIN == 1 ]]; then
-		echo "pinned: servers on CPU $SERVER_CPUS, clients on CPU $CLIENT_CPUS (taskset)"
+		echo "pinned with taskset: both servers on CPU $SERVER_CPUS, all clients on CPU $CLIENT_CPUS" \
+			"(so bootd runs with GOMAXPROCS=$(taskset -c "$SERVER_CPUS" nproc))"
 	else
 		echo "not pinned"
 	fi
-	echo "tree: Debian bookworm minbase ($DEBIAN_ENTRIES entries), 64 MiB file, $NPAR x 16 MiB files; warm page cache"
 	echo
-	printf '%-28s | %-22s | %-22s | %-6s | %s\n' test bootd ganesha ratio goal
-	printf '%s\n' "-----------------------------+------------------------+------------------------+--------+------"
-	for test in seq_read walk par_read; do
-		case $test in
-		seq_read) unit=MiB/s label="64 MiB sequential read" goal=">=1.2" ;;
-		walk) unit=entries/s label="recursive walk (nfs-ls -R)" goal=">=1.5" ;;
-		par_read) unit=MiB/s label="$NPAR concurrent readers" goal=">=1.2" ;;
-		esac
-		b=$(median "$test" bootd)
-		g=$(median "$test" ganesha)
-		printf '%-28s | %-22s | %-22s | %-6s | %s\n' "$label" \
-			"$b $unit [$(spread "$test" bootd)]" "$g $unit [$(spread "$test" ganesha)]" \
-			"$(awk -v b="$b" -v g="$g" 'BEGIN{printf "%.2f", b/g}')" "$goal"
-	done
+	printf '%-30s | %-28s | %-28s | %5s | %s\n' test bootd ganesha ratio goal
+	printf '%s\n' "-------------------------------+------------------------------+------------------------------+-------+------"
+	row seq_read "64 MiB sequential read" MiB/s ">=1.2"
+	row walk "walk Debian root ($DEBIAN_ENTRIES)" entries/s ">=1.5"
+	row par_read "$NPAR concurrent readers x16 MiB" MiB/s ">=1.2"
+	row walk_synth "walk synthetic ($SYNTH_ENTRIES)" entries/s "-"
 	echo
-	echo "server CPU time over all runs: bootd ${BOOTD_CPU}s, ganesha ${GANESHA_CPU}s; VmHWM: bootd $((BOOTD_MAIN_HWM / 1024)) MiB, ganesha $((GANESHA_HWM / 1024)) MiB"
+	echo "server CPU seconds per run (median; lower is better):"
+	cpurow seq_read "64 MiB sequential read"
+	cpurow walk "walk Debian root"
+	cpurow par_read "$NPAR concurrent readers"
+	cpurow walk_synth "walk synthetic"
 	echo
-	echo "bootd memory, ${SYNTH_ENTRIES}-entry synthetic image (goal VmHWM <= 100 MiB):"
-	echo "  indexed in $SYNTH_INDEX; RSS after indexing $((SYNTH_IDLE / 1024)) MiB"
-	echo "  after nfs-ls -R of all of it ($(awk -v t="$SYNTH_WALK_S" 'BEGIN{printf "%.2f", t}') s): VmHWM $((SYNTH_HWM / 1024)) MiB, VmRSS $((SYNTH_RSS / 1024)) MiB"
+	echo "bootd memory with the ${SYNTH_ENTRIES}-entry image (goal: VmHWM <= 100 MiB):"
+	echo "  indexed in $SYNTH_INDEX; VmRSS after indexing $((SYNTH_IDLE / 1024)) MiB;" \
+		"after $((RUNS + 1)) full nfs-ls -R walks: VmHWM $((SYNTH_HWM / 1024)) MiB, VmRSS $((SYNTH_RSS / 1024)) MiB"
+	echo "  for reference: bootd VmHWM with the Debian image $((BOOTD_MAIN_HWM / 1024)) MiB;" \
+		"ganesha VmHWM over the whole run $(($(status_kib "$GANESHA_PID" VmHWM) / 1024)) MiB"
 	echo
-	local warn
 	warn=$(cat "$OUT/bootd.log" "$OUT/bootd-synth.log" | grep -cE 'level=(WARN|ERROR)' || true)
-	echo "bootd log lines at WARN/ERROR: $warn (logs: bench/out/bootd.log, bench/out/bootd-synth.log)"
-	echo "raw results: bench/out/raw.txt, bench/out/memory.txt; total time ${elapsed}s"
+	echo "bootd log lines at WARN or ERROR: $warn (bench/out/bootd.log, bench/out/bootd-synth.log)"
+	echo "raw results: bench/out/raw.txt (test server run value unit wall_s server_cpu_s), bench/out/memory.txt"
+	echo "total time ${elapsed}s"
 }
 
 main "$@"

@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,6 +16,9 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/bootd/bootd/nodes"
+	"github.com/bootd/bootd/store"
 )
 
 // DefaultPath is where bootd looks for its config when --config is not given.
@@ -27,10 +31,24 @@ type Config struct {
 	// Interface is the cluster NIC that DHCP and TFTP bind to.
 	Interface string `yaml:"interface"`
 	NFS       NFS    `yaml:"nfs"`
+	DHCP      DHCP   `yaml:"dhcp"`
+	TFTP      TFTP   `yaml:"tftp"`
+
+	// Defaults apply to every node, listed or not.
+	Defaults nodes.Defaults `yaml:"defaults"`
+	// UnknownNodes says what a PXE client whose MAC is not in Nodes gets:
+	// "boot" (the defaults) or "ignore" (no answer at all).
+	UnknownNodes string       `yaml:"unknown_nodes"`
+	Nodes        []nodes.Node `yaml:"nodes"`
 
 	// Path is the file this config was read from ("" when built in code).
 	Path string `yaml:"-"`
+
+	table *nodes.Table
 }
+
+// Table returns the validated node table.
+func (c *Config) Table() *nodes.Table { return c.table }
 
 // NFS configures the read-only NFSv3 export of image generations.
 type NFS struct {
@@ -46,6 +64,34 @@ type NFS struct {
 	allow []netip.Prefix
 }
 
+// DHCP configures the PXE-aware DHCP server.
+type DHCP struct {
+	// Mode is "proxy" (answer PXE clients beside the site's DHCP server,
+	// never assign addresses), "full" (assign addresses from the node
+	// table, for labs with no DHCP server) or "off".
+	Mode string `yaml:"mode"`
+}
+
+// TFTP configures the boot file server.
+type TFTP struct {
+	// Listen is the UDP address; "" disables TFTP.
+	Listen string `yaml:"listen"`
+	// Loaders are the boot loader files served by name; the defaults are
+	// where Debian's pxelinux, syslinux-common and syslinux-efi put them.
+	Loaders map[string]string `yaml:"loaders"`
+}
+
+// DefaultLoaders maps the TFTP names of the boot loaders to their
+// Debian locations.
+func DefaultLoaders() map[string]string {
+	return map[string]string{
+		"pxelinux.0":   "/usr/lib/PXELINUX/pxelinux.0",
+		"ldlinux.c32":  "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+		"syslinux.efi": "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi",
+		"ldlinux.e64":  "/usr/lib/syslinux/modules/efi64/ldlinux.e64",
+	}
+}
+
 // AllowPrefixes returns nfs.allow parsed.
 func (n NFS) AllowPrefixes() []netip.Prefix { return n.allow }
 
@@ -57,6 +103,10 @@ func Default() Config {
 			Listen:      "0.0.0.0:2049",
 			SecurePorts: true,
 		},
+		DHCP:         DHCP{Mode: "proxy"},
+		TFTP:         TFTP{Listen: "0.0.0.0:69"},
+		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
+		UnknownNodes: "boot",
 	}
 }
 
@@ -112,6 +162,46 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 			return fail("nfs.allow", "list the client networks that may mount images, e.g. [\"10.0.0.0/24\"]")
 		}
 	}
+	switch c.DHCP.Mode {
+	case "proxy", "full", "off":
+	default:
+		return fail("dhcp.mode", "want proxy, full or off, got %q", c.DHCP.Mode)
+	}
+	if c.TFTP.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.TFTP.Listen); err != nil {
+			return fail("tftp.listen", "want IP:PORT such as \"0.0.0.0:69\" (or \"\" to disable TFTP), got %q", c.TFTP.Listen)
+		}
+	}
+	loaders := DefaultLoaders()
+	for name, path := range c.TFTP.Loaders {
+		if _, known := loaders[name]; !known {
+			return fail("tftp.loaders."+name, "unknown loader (known: ldlinux.c32, ldlinux.e64, pxelinux.0, syslinux.efi)")
+		}
+		if !filepath.IsAbs(path) {
+			return fail("tftp.loaders."+name, "want an absolute file path, got %q", path)
+		}
+		loaders[name] = path
+	}
+	c.TFTP.Loaders = loaders
+	switch c.UnknownNodes {
+	case "boot", "ignore":
+	default:
+		return fail("unknown_nodes", "want boot or ignore, got %q", c.UnknownNodes)
+	}
+	if c.Defaults.Image != "" {
+		if err := store.ValidName(c.Defaults.Image); err != nil {
+			return fail("defaults.image", "%v", err)
+		}
+	}
+	table, err := nodes.NewTable(c.Nodes)
+	if err != nil {
+		var ne *nodes.Error
+		if errors.As(err, &ne) {
+			return fail(fmt.Sprintf("nodes[%d].%s", ne.Index, ne.Field), "%s", ne.Msg)
+		}
+		return fail("nodes", "%v", err)
+	}
+	c.table = table
 	c.NFS.allow = nil
 	for i, s := range c.NFS.Allow {
 		p, err := parsePrefix(s)
@@ -169,6 +259,18 @@ func checkShape(path string, n *yaml.Node, t reflect.Type, key string) error {
 				return fmt.Errorf("%s:%d: unknown key %q in %s (known keys: %s)", path, k.Line, k.Value, where(), strings.Join(knownKeys(t), ", "))
 			}
 			if err := checkShape(path, v, f.Type, join(key, k.Value)); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			return nil
+		}
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s:%d: %s: want a mapping, got %s", path, n.Line, where(), kindName(n))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkShape(path, n.Content[i+1], t.Elem(), join(key, n.Content[i].Value)); err != nil {
 				return err
 			}
 		}

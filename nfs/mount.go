@@ -6,25 +6,24 @@ import (
 	"strconv"
 	"strings"
 
+	gonfs "github.com/willscott/go-nfs"
+
 	"github.com/bootd/bootd/store"
 )
 
-// MOUNT v3 procedures (RFC 1813, appendix I).
+// MOUNT v3 (RFC 1813, appendix I), in go-nfs's vocabulary.
 const (
-	mntNull    = 0
-	mntMnt     = 1
-	mntDump    = 2
-	mntUmnt    = 3
-	mntUmntall = 4
-	mntExport  = 5
-)
+	mntNull    = uint32(gonfs.MountProcNull)
+	mntMnt     = uint32(gonfs.MountProcMount)
+	mntDump    = uint32(gonfs.MountProcDump)
+	mntUmnt    = uint32(gonfs.MountProcUmnt)
+	mntUmntall = uint32(gonfs.MountProcUmntAll)
+	mntExport  = uint32(gonfs.MountProcExport)
 
-const (
-	mnt3OK         = 0
-	mnt3ErrNoEnt   = 2
-	mnt3ErrAcces   = 13
-	mnt3ErrInval   = 22
-	mnt3ErrNameLen = 63
+	mnt3OK       = uint32(gonfs.MountStatusOk)
+	mnt3ErrNoEnt = uint32(gonfs.MountStatusErrNoEnt)
+	mnt3ErrAcces = uint32(gonfs.MountStatusErrAcces)
+	mnt3ErrInval = uint32(gonfs.MountStatusErrInval)
 )
 
 func (c *call) mount() {

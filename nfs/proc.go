@@ -4,49 +4,51 @@ import (
 	"encoding/binary"
 	"errors"
 	"io/fs"
+
+	gonfs "github.com/willscott/go-nfs"
 )
 
-// NFSv3 procedures (RFC 1813).
+// The NFSv3 vocabulary (RFC 1813) is go-nfs's: procedure numbers and
+// status codes.
 const (
-	procNull        = 0
-	procGetattr     = 1
-	procSetattr     = 2
-	procLookup      = 3
-	procAccess      = 4
-	procReadlink    = 5
-	procRead        = 6
-	procWrite       = 7
-	procCreate      = 8
-	procMkdir       = 9
-	procSymlink     = 10
-	procMknod       = 11
-	procRemove      = 12
-	procRmdir       = 13
-	procRename      = 14
-	procLink        = 15
-	procReaddir     = 16
-	procReaddirplus = 17
-	procFsstat      = 18
-	procFsinfo      = 19
-	procPathconf    = 20
-	procCommit      = 21
+	procNull        = uint32(gonfs.NFSProcedureNull)
+	procGetattr     = uint32(gonfs.NFSProcedureGetAttr)
+	procSetattr     = uint32(gonfs.NFSProcedureSetAttr)
+	procLookup      = uint32(gonfs.NFSProcedureLookup)
+	procAccess      = uint32(gonfs.NFSProcedureAccess)
+	procReadlink    = uint32(gonfs.NFSProcedureReadlink)
+	procRead        = uint32(gonfs.NFSProcedureRead)
+	procWrite       = uint32(gonfs.NFSProcedureWrite)
+	procCreate      = uint32(gonfs.NFSProcedureCreate)
+	procMkdir       = uint32(gonfs.NFSProcedureMkDir)
+	procSymlink     = uint32(gonfs.NFSProcedureSymlink)
+	procMknod       = uint32(gonfs.NFSProcedureMkNod)
+	procRemove      = uint32(gonfs.NFSProcedureRemove)
+	procRmdir       = uint32(gonfs.NFSProcedureRmDir)
+	procRename      = uint32(gonfs.NFSProcedureRename)
+	procLink        = uint32(gonfs.NFSProcedureLink)
+	procReaddir     = uint32(gonfs.NFSProcedureReadDir)
+	procReaddirplus = uint32(gonfs.NFSProcedureReadDirPlus)
+	procFsstat      = uint32(gonfs.NFSProcedureFSStat)
+	procFsinfo      = uint32(gonfs.NFSProcedureFSInfo)
+	procPathconf    = uint32(gonfs.NFSProcedurePathConf)
+	procCommit      = uint32(gonfs.NFSProcedureCommit)
 )
 
-// nfsstat3 values used here.
 const (
-	nfs3OK           = 0
-	nfs3ErrNoEnt     = 2
-	nfs3ErrIO        = 5
-	nfs3ErrAcces     = 13
-	nfs3ErrNotDir    = 20
-	nfs3ErrIsDir     = 21
-	nfs3ErrInval     = 22
-	nfs3ErrROFS      = 30
-	nfs3ErrNameLong  = 63
-	nfs3ErrStale     = 70
-	nfs3ErrBadHandle = 10001
-	nfs3ErrBadCookie = 10003
-	nfs3ErrTooSmall  = 10005
+	nfs3OK           = uint32(gonfs.NFSStatusOk)
+	nfs3ErrNoEnt     = uint32(gonfs.NFSStatusNoEnt)
+	nfs3ErrIO        = uint32(gonfs.NFSStatusIO)
+	nfs3ErrAcces     = uint32(gonfs.NFSStatusAccess)
+	nfs3ErrNotDir    = uint32(gonfs.NFSStatusNotDir)
+	nfs3ErrIsDir     = uint32(gonfs.NFSStatusIsDir)
+	nfs3ErrInval     = uint32(gonfs.NFSStatusInval)
+	nfs3ErrROFS      = uint32(gonfs.NFSStatusROFS)
+	nfs3ErrNameLong  = uint32(gonfs.NFSStatusNameTooLong)
+	nfs3ErrStale     = uint32(gonfs.NFSStatusStale)
+	nfs3ErrBadHandle = uint32(gonfs.NFSStatusBadHandle)
+	nfs3ErrBadCookie = uint32(gonfs.NFSStatusBadCookie)
+	nfs3ErrTooSmall  = uint32(gonfs.NFSStatusTooSmall)
 )
 
 // ACCESS3 bits.

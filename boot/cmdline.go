@@ -1,0 +1,122 @@
+package boot
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Params is the contract between the boot plan and bootd's init in the
+// initrd: everything the init needs, carried on the kernel command line.
+// It is defined here, once; Args writes it and ParseCmdline reads it.
+//
+//	bootd.nfs=10.0.0.1:2049:/bookworm/3  NFS server, its one port, and the export (generation pinned)
+//	bootd.hostname=node01                 the node's hostname
+//	BOOTIF=01-52-54-00-12-34-56           the boot NIC (pxelinux IPAPPEND 2 format)
+//	bootd.union=overlay                   overlay (default) or aufs
+//	bootd.tmpfs=50%                       size of the RAM layer (tmpfs size= syntax)
+//	bootd.timeout=300                     seconds of failing before init reboots
+//	bootd.init=/sbin/init                 what to exec in the image
+//	bootd.debug                           verbose init
+type Params struct {
+	NFS       netip.AddrPort
+	Export    string
+	Hostname  string
+	BootIF    net.HardwareAddr
+	Union     string
+	TmpfsSize string
+	Timeout   time.Duration
+	Init      string
+	Debug     bool
+}
+
+// Args returns the parameters as kernel command-line words, in a fixed
+// order so that the same plan always gives the same command line.
+func (p Params) Args() []string {
+	var a []string
+	if p.NFS.IsValid() {
+		a = append(a, fmt.Sprintf("bootd.nfs=%s:%d:%s", p.NFS.Addr(), p.NFS.Port(), p.Export))
+	}
+	if p.Hostname != "" {
+		a = append(a, "bootd.hostname="+p.Hostname)
+	}
+	if len(p.BootIF) == 6 {
+		a = append(a, "BOOTIF=01-"+strings.ReplaceAll(p.BootIF.String(), ":", "-"))
+	}
+	if p.Union != "" {
+		a = append(a, "bootd.union="+p.Union)
+	}
+	if p.TmpfsSize != "" {
+		a = append(a, "bootd.tmpfs="+p.TmpfsSize)
+	}
+	if p.Timeout > 0 {
+		a = append(a, "bootd.timeout="+strconv.Itoa(int(p.Timeout/time.Second)))
+	}
+	if p.Init != "" {
+		a = append(a, "bootd.init="+p.Init)
+	}
+	if p.Debug {
+		a = append(a, "bootd.debug")
+	}
+	return a
+}
+
+// ParseCmdline reads the parameters from a kernel command line
+// (/proc/cmdline). Words it does not know are left for the kernel and the
+// image's init. Defaults fill what is absent.
+func ParseCmdline(cmdline string) (Params, error) {
+	p := Params{Union: "overlay", TmpfsSize: "50%", Timeout: 300 * time.Second, Init: "/sbin/init"}
+	for _, w := range strings.Fields(cmdline) {
+		k, v, _ := strings.Cut(w, "=")
+		switch k {
+		case "bootd.nfs":
+			// ADDR:PORT:/EXPORT; the export starts at the first ":/".
+			i := strings.Index(v, ":/")
+			if i < 0 {
+				return p, fmt.Errorf("bootd.nfs=%q: want SERVER:PORT:/EXPORT", v)
+			}
+			ap, err := netip.ParseAddrPort(v[:i])
+			if err != nil {
+				return p, fmt.Errorf("bootd.nfs=%q: want SERVER:PORT:/EXPORT: %v", v, err)
+			}
+			p.NFS, p.Export = ap, v[i+1:]
+		case "bootd.hostname":
+			p.Hostname = v
+		case "BOOTIF":
+			// pxelinux writes 01-aa-bb-cc-dd-ee-ff (01 = Ethernet).
+			s := v
+			if len(s) == 20 && strings.HasPrefix(s, "01-") {
+				s = s[3:]
+			}
+			hw, err := net.ParseMAC(strings.ReplaceAll(s, "-", ":"))
+			if err != nil {
+				return p, fmt.Errorf("BOOTIF=%q: want 01-aa-bb-cc-dd-ee-ff", v)
+			}
+			p.BootIF = hw
+		case "bootd.union":
+			if v != "overlay" && v != "aufs" {
+				return p, fmt.Errorf("bootd.union=%q: want overlay or aufs", v)
+			}
+			p.Union = v
+		case "bootd.tmpfs":
+			p.TmpfsSize = v
+		case "bootd.timeout":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return p, fmt.Errorf("bootd.timeout=%q: want seconds", v)
+			}
+			p.Timeout = time.Duration(n) * time.Second
+		case "bootd.init":
+			p.Init = v
+		case "bootd.debug":
+			p.Debug = true
+		}
+	}
+	if !p.NFS.IsValid() {
+		return p, fmt.Errorf("no bootd.nfs= on the kernel command line: this initrd must be booted by bootd")
+	}
+	return p, nil
+}

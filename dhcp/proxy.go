@@ -1,0 +1,266 @@
+// Package dhcp answers PXE firmware on the cluster network. In proxy mode
+// it runs beside the site's own DHCP server, which keeps handing out
+// addresses: bootd answers only PXE clients, only with boot information,
+// and never assigns an address (RFC 4578, PXE 2.1 "ProxyDHCP").
+//
+// The wire flow, per firmware:
+//
+//   - BIOS (arch 0), including QEMU's iPXE ROM: the DISCOVER on port 67 gets
+//     an OFFER with no address, option 60 "PXEClient", siaddr and option 54
+//     set to bootd, the boot file (pxelinux.0) in the BOOTP header and
+//     option 67, and option 43 with PXE discovery control 8 ("boot the file
+//     in this offer, skip boot server discovery"). BIOS PXE ROMs need the
+//     43 to take a proxy offer's file without a further round trip.
+//   - UEFI x86-64 (arch 7, and 9 which some x64 firmware sends): the OFFER
+//     on port 67 carries no file and no option 43. EDK2-derived firmware
+//     (OVMF, most vendors) then classifies it as a "BINL" proxy offer and
+//     asks again on port 4011, where bootd answers with an ACK naming
+//     syslinux.efi. This is pixiecore's choice, and the one that works
+//     with firmware that misbehaves when option 43 and a file arrive
+//     together in the first offer.
+//   - Port 4011 requests from any supported firmware are answered by
+//     unicast to the client, which by then has its address.
+//
+// Option 97 (client UUID) is echoed when present and not required. A
+// request that came through a relay (giaddr set) is answered to the relay.
+// Anything else, garbage included, is dropped with a debug log line.
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+
+	"github.com/bootd/bootd/boot"
+	"github.com/bootd/bootd/events"
+)
+
+// Ports of the PXE protocol.
+const (
+	PortDHCP   = 67
+	PortClient = 68
+	PortPXE    = 4011
+)
+
+// Config configures a proxy server.
+type Config struct {
+	// Interface is the cluster NIC; both sockets bind to it.
+	Interface string
+	// ServerIP is bootd's address on Interface, sent as siaddr and option
+	// 54. Zero means: the interface's first IPv4 address.
+	ServerIP netip.Addr
+	Planner  *boot.Planner
+	Events   *events.Log
+	Logger   *slog.Logger
+}
+
+// Proxy is the proxy-DHCP server.
+type Proxy struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// NewProxy returns a proxy-DHCP server.
+func NewProxy(cfg Config) *Proxy {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Proxy{cfg: cfg, log: log.With("service", "dhcp", "mode", "proxy")}
+}
+
+// InterfaceAddr returns the first IPv4 address of an interface.
+func InterfaceAddr(name string) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %q: %w", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %q: %w", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.IP.To4() != nil {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("interface %q has no IPv4 address", name)
+}
+
+// Serve listens on ports 67 and 4011 of the interface until ctx ends.
+func (p *Proxy) Serve(ctx context.Context) error {
+	if !p.cfg.ServerIP.IsValid() {
+		ip, err := InterfaceAddr(p.cfg.Interface)
+		if err != nil {
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		p.cfg.ServerIP = ip
+	}
+	var conns []net.PacketConn
+	for _, port := range []int{PortDHCP, PortPXE} {
+		c, err := server4.NewIPv4UDPConn(p.cfg.Interface, &net.UDPAddr{Port: port})
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return fmt.Errorf("dhcp: listening on %s port %d: %w", p.cfg.Interface, port, err)
+		}
+		conns = append(conns, c)
+	}
+	p.log.Info("answering PXE clients", "interface", p.cfg.Interface, "server_ip", p.cfg.ServerIP.String())
+	return p.ServeConns(ctx, conns[0], conns[1])
+}
+
+// ServeConns serves on already-open sockets for ports 67 and 4011.
+func (p *Proxy) ServeConns(ctx context.Context, dhcpConn, pxeConn net.PacketConn) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	for _, c := range []struct {
+		conn net.PacketConn
+		port int
+	}{{dhcpConn, PortDHCP}, {pxeConn, PortPXE}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- p.loop(ctx, c.conn, c.port)
+		}()
+	}
+	go func() {
+		<-ctx.Done()
+		dhcpConn.Close()
+		pxeConn.Close()
+	}()
+	wg.Wait()
+	close(errc)
+	if ctx.Err() != nil {
+		return nil
+	}
+	for err := range errc {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) loop(ctx context.Context, conn net.PacketConn, port int) error {
+	buf := make([]byte, 1<<16)
+	for {
+		n, peer, err := conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("dhcp: reading port %d: %w", port, err)
+		}
+		req, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil {
+			p.log.Debug("dropped undecodable packet", "from", peer.String(), "bytes", n, "err", err)
+			continue
+		}
+		resp, dest := p.Reply(req, port, peer)
+		if resp == nil {
+			continue
+		}
+		if _, err := conn.WriteTo(resp.ToBytes(), dest); err != nil {
+			p.log.Warn("sending reply", "mac", req.ClientHWAddr.String(), "to", dest.String(), "err", err)
+		}
+	}
+}
+
+// Reply builds the answer to a request that arrived on port (67 or 4011)
+// from peer, and where to send it; nil when bootd stays silent.
+func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv4, net.Addr) {
+	mac := req.ClientHWAddr
+	log := p.log.With("mac", mac.String(), "port", port)
+	if req.OpCode != dhcpv4.OpcodeBootRequest || len(mac) != 6 {
+		return nil, nil
+	}
+	if !strings.HasPrefix(req.ClassIdentifier(), "PXEClient") {
+		log.Debug("ignored: not a PXE client", "class", req.ClassIdentifier())
+		return nil, nil
+	}
+	archs := req.ClientArch()
+	if len(archs) == 0 {
+		log.Debug("ignored: PXE client without option 93")
+		return nil, nil
+	}
+	fw := boot.FirmwareFor(boot.Arch(archs[0]))
+	if fw == boot.FirmwareUnsupported {
+		log.Info("ignored: unsupported client architecture", "arch", uint16(archs[0]))
+		return nil, nil
+	}
+	mt := req.MessageType()
+	var replyType dhcpv4.MessageType
+	switch {
+	case port == PortDHCP && mt == dhcpv4.MessageTypeDiscover:
+		replyType = dhcpv4.MessageTypeOffer
+	case port == PortPXE && (mt == dhcpv4.MessageTypeRequest || mt == dhcpv4.MessageTypeInform):
+		replyType = dhcpv4.MessageTypeAck
+	default:
+		// REQUESTs on 67 are for the site's server.
+		return nil, nil
+	}
+	if !p.cfg.Planner.Serves(mac) {
+		log.Debug("ignored: not in the node table (unknown_nodes: ignore)")
+		return nil, nil
+	}
+	server := net.IP(p.cfg.ServerIP.AsSlice())
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(replyType),
+		dhcpv4.WithServerIP(server),
+		dhcpv4.WithYourIP(net.IPv4zero),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(server)),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")),
+	}
+	if uuid := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); uuid != nil {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientMachineIdentifier, uuid))
+	}
+	file := fw.Loader()
+	withFile := fw == boot.FirmwareBIOS || port == PortPXE
+	if withFile {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptBootFileName(file)))
+	}
+	if fw == boot.FirmwareBIOS {
+		// PXE vendor options: discovery control (6) = 8, boot the file named.
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+	}
+	if port == PortDHCP {
+		mods = append(mods, dhcpv4.WithBroadcast(true))
+	}
+	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	if err != nil {
+		log.Warn("building reply", "err", err)
+		return nil, nil
+	}
+	if withFile {
+		resp.BootFileName = file
+	}
+	var dest net.Addr
+	switch {
+	case port == PortPXE:
+		dest = peer
+	case req.GatewayIPAddr != nil && !req.GatewayIPAddr.IsUnspecified():
+		dest = &net.UDPAddr{IP: req.GatewayIPAddr, Port: PortDHCP}
+	default:
+		dest = &net.UDPAddr{IP: net.IPv4bcast, Port: PortClient}
+	}
+	ev := events.Event{MAC: mac.String(), Stage: events.StageDHCP,
+		Detail: fmt.Sprintf("%s %s via port %d", fw, strings.ToLower(replyType.String()), port)}
+	if u, ok := peer.(*net.UDPAddr); ok && port == PortPXE {
+		ev.IP = u.IP.String()
+	}
+	p.cfg.Events.Record(ev)
+	log.Info("answered PXE client", "firmware", fw.String(), "reply", replyType.String(), "file", file, "to", dest.String())
+	return resp, dest
+}
