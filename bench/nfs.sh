@@ -13,6 +13,7 @@
 #   SYNTH=/dev/shm/bootd-bench-synth  where the 200k-entry tree is generated
 #   KEEP_SYNTH=0       keep the 200k-entry tree after the run (it lives in RAM)
 #   BOOTD_BIN=         use this binary instead of building ./cmd/bootd
+#   BOOTD_REF=         build bootd from this git revision instead of the work tree
 #   BOOTD_LOG_LEVEL=info  bootd's --log-level (debug logs every connection)
 #
 # Everything runs inside a network namespace the script creates (bench-nfs):
@@ -188,15 +189,28 @@ client_pin() {
 	if [[ $PIN == 1 ]]; then echo taskset -c "$CLIENT_CPUS"; fi
 }
 
+# The binary under test: BOOTD_BIN as given, or built from BOOTD_REF (a git
+# revision, exported to a scratch directory: the work tree is not touched),
+# or by default from the work tree as it is now.
 build_bootd() {
+	local src=$REPO
 	if [[ -n ${BOOTD_BIN:-} ]]; then
 		BIN=$BOOTD_BIN
-	else
-		BIN=$OUT/bootd
-		log "building bootd"
-		(cd "$REPO" && go build -o "$BIN" ./cmd/bootd)
+		BOOTD_VERSION="$BIN"
+		return
 	fi
-	BOOTD_VERSION=$(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo unknown)
+	BIN=$OUT/bootd
+	if [[ -n ${BOOTD_REF:-} ]]; then
+		src=$OUT/src
+		rm -rf "$src"
+		mkdir -p "$src"
+		git -C "$REPO" archive "$BOOTD_REF" | tar -x -C "$src"
+		BOOTD_VERSION="$(git -C "$REPO" rev-parse --short "$BOOTD_REF")"
+	else
+		BOOTD_VERSION="$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) (work tree)"
+	fi
+	log "building bootd $BOOTD_VERSION"
+	(cd "$src" && go build -o "$BIN" ./cmd/bootd) || die "go build failed in $src"
 }
 
 # start_bootd NAME STATE_DIR PORT: starts bootd, waits until it has indexed
@@ -212,6 +226,12 @@ start_bootd() {
 		  allow: ["127.0.0.1/32"]
 		  secure_ports: false
 	EOF
+	# Versions with DHCP and TFTP start them by default (and then want a
+	# cluster interface); older ones reject the keys. Their own error
+	# strings say which kind this binary is.
+	if grep -aq 'dhcp.mode' "$BIN"; then
+		printf 'dhcp:\n  mode: "off"\ntftp:\n  listen: ""\n' >>"$conf"
+	fi
 	: >"$logf"
 	ip netns exec "$NS" $(server_pin) "$BIN" serve --config "$conf" --log-level "${BOOTD_LOG_LEVEL:-info}" 2>"$logf" &
 	pid=$!

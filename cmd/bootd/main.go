@@ -22,7 +22,8 @@ type verb struct {
 }
 
 var verbs = map[string]verb{
-	"serve": {"serve images to the cluster (NFS; DHCP and TFTP as configured)", runServe},
+	"serve": {"serve images to the cluster: proxy-DHCP, TFTP and NFS as configured", runServe},
+	"nodes": {"node table tools: 'nodes export' prints it for the site's DHCP server", runNodes},
 }
 
 func usage(w io.Writer) {

@@ -3,18 +3,25 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 
+	"github.com/bootd/bootd/boot"
+	"github.com/bootd/bootd/config"
+	"github.com/bootd/bootd/dhcp"
+	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/nfs"
 	"github.com/bootd/bootd/store"
+	"github.com/bootd/bootd/tftp"
 )
 
 func runServe(args []string) error {
 	var c common
-	fs := newFlags("serve", "", "Serve the image store to the cluster until interrupted.", &c)
+	fs := newFlags("serve", "", "Serve the image store to the cluster until interrupted: proxy-DHCP,\nTFTP and NFS as configured.", &c)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -29,7 +36,13 @@ func runServe(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	st := store.New(cfg.StateDir)
+	evs := events.New(4096)
 	log.Info("bootd starting", "config", cfg.Path, "state_dir", cfg.StateDir)
+
+	planner, serverIP, err := newPlanner(cfg, st)
+	if err != nil {
+		return err
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
@@ -49,9 +62,23 @@ func runServe(args []string) error {
 			Allow:       cfg.NFS.AllowPrefixes(),
 			SecurePorts: cfg.NFS.SecurePorts,
 			Logger:      log,
+			OnMount: func(client netip.AddrPort, image string, gen int) {
+				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Detail: fmt.Sprintf("%s/%d", image, gen)})
+			},
 		})
 		go srv.Preload()
 		start(func() error { return srv.ListenAndServe(ctx, cfg.NFS.Listen) })
+	}
+	if cfg.TFTP.Listen != "" {
+		srv := tftp.New(tftp.Config{Planner: planner, Store: st, Loaders: cfg.TFTP.Loaders, Events: evs, Logger: log})
+		start(func() error { return srv.ListenAndServe(ctx, cfg.TFTP.Listen) })
+	}
+	switch cfg.DHCP.Mode {
+	case "proxy":
+		srv := dhcp.NewProxy(dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log})
+		start(func() error { return srv.Serve(ctx) })
+	case "full":
+		return errors.New("dhcp.mode full is not implemented yet: use proxy beside the site's DHCP server")
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -62,4 +89,35 @@ func runServe(args []string) error {
 		log.Info("bootd stopped")
 		return nil
 	}
+}
+
+// newPlanner builds the boot plan and finds the address nodes reach bootd
+// at: its address on the cluster interface.
+func newPlanner(cfg *config.Config, st *store.Store) (*boot.Planner, netip.Addr, error) {
+	p := &boot.Planner{
+		Nodes:       cfg.Table(),
+		Defaults:    cfg.Defaults,
+		BootUnknown: cfg.UnknownNodes == "boot",
+		Store:       st,
+	}
+	needIface := cfg.DHCP.Mode != "off" || cfg.TFTP.Listen != ""
+	if !needIface {
+		return p, netip.Addr{}, nil
+	}
+	if cfg.Interface == "" {
+		return nil, netip.Addr{}, fmt.Errorf("%s: interface: name the cluster NIC (DHCP and TFTP are on); or set dhcp.mode: off and tftp.listen: \"\"", cfg.Path)
+	}
+	ip, err := dhcp.InterfaceAddr(cfg.Interface)
+	if err != nil {
+		return nil, netip.Addr{}, fmt.Errorf("%s: interface: %w", cfg.Path, err)
+	}
+	if cfg.NFS.Listen != "" {
+		ap := netip.MustParseAddrPort(cfg.NFS.Listen)
+		addr := ap.Addr()
+		if addr.IsUnspecified() {
+			addr = ip
+		}
+		p.NFS = netip.AddrPortFrom(addr, ap.Port())
+	}
+	return p, ip, nil
 }

@@ -67,7 +67,7 @@ func freePort(t *testing.T) string {
 func startBootd(t *testing.T, state, addr string) *daemon {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "bootd.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\n  secure_ports: false\n", state, addr)), 0o644)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\ndhcp: {mode: \"off\"}\ntftp: {listen: \"\"}\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\n  secure_ports: false\n", state, addr)), 0o644)
 	d := &daemon{addr: addr}
 	d.cmd = exec.Command(bootdBin, "serve", "--config", cfg)
 	d.cmd.Stdout, d.cmd.Stderr = d, d
