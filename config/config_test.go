@@ -55,6 +55,12 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"interface: eth0\n", `bootd.yaml: nfs.allow: list the client networks`},
 		{"nfs: [1, 2]\n", `bootd.yaml:1: nfs: want a mapping of keys`},
 		{"nfs:\n\tallow: x\n", `bootd.yaml: `},
+		{"nfs: {listen: \"\"}\ndhcp: {mode: relay}\n", `bootd.yaml:2: dhcp.mode: want proxy, full or off, got "relay"`},
+		{"nfs: {listen: \"\"}\nnodes:\n  - {mac: \"52:54:00:00:00:01\"}\n  - {mac: \"52:54:00:00:00:0g\"}\n", `bootd.yaml:4: nodes[1].mac: want an Ethernet address`},
+		{"nfs: {listen: \"\"}\nnodes:\n  - mac: \"52:54:00:00:00:01\"\n    hostnme: x\n", `bootd.yaml:4: unknown key "hostnme" in nodes[0] (known keys: append, hostname, image, ip, mac)`},
+		{"nfs: {listen: \"\"}\nunknown_nodes: maybe\n", `bootd.yaml:2: unknown_nodes: want boot or ignore`},
+		{"nfs: {listen: \"\"}\ntftp:\n  loaders: {grub.efi: /x}\n", `bootd.yaml:3: tftp.loaders.grub.efi: unknown loader`},
+		{"nfs: {listen: \"\"}\ndefaults: {image: Bad}\n", `bootd.yaml:2: defaults.image: image name "Bad"`},
 	}
 	for _, c := range cases {
 		_, err := Parse("bootd.yaml", []byte(c.yaml))

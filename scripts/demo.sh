@@ -20,6 +20,8 @@ ln -s /usr/share/zoneinfo/UTC "$root/etc/localtime"
 ln -s 1 "$work/state/images/demo/current"
 cat > "$work/bootd.yaml" <<YAML
 state_dir: $work/state
+dhcp: {mode: "off"}
+tftp: {listen: ""}
 nfs:
   listen: "127.0.0.1:20490"
   allow: ["127.0.0.1/32"]

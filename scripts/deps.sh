@@ -4,7 +4,11 @@
 set -euo pipefail
 
 need_go="1.26"
-pkgs=(ca-certificates git curl iproute2 libnfs-utils)
+# libnfs-utils, curl, isc-dhcp-server and dnsmasq-base: real clients and
+# peers the tests check bootd against. qemu, ipxe-qemu, ovmf, the syslinux
+# loaders and a Debian kernel: the PXE boots of the lab tests.
+pkgs=(ca-certificates git curl cpio iproute2 libnfs-utils isc-dhcp-server dnsmasq-base
+  qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -13,4 +13,5 @@ go test -count=1 ./...
 echo "== fuzzing the decoders briefly"
 go test -run '^$' -fuzz '^FuzzDispatch$' -fuzztime 20s ./nfs
 go test -run '^$' -fuzz '^FuzzReadRecord$' -fuzztime 10s ./nfs
+go test -run '^$' -fuzz '^FuzzReply$' -fuzztime 15s ./dhcp
 echo "== all tests passed"
