@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -70,7 +71,32 @@ type DHCP struct {
 	// never assign addresses), "full" (assign addresses from the node
 	// table, for labs with no DHCP server) or "off".
 	Mode string `yaml:"mode"`
+
+	// Full mode only: the cluster subnet, what clients are told about it,
+	// and an optional dynamic range for machines not in the node table.
+	Subnet    string   `yaml:"subnet"`
+	Router    string   `yaml:"router"`
+	DNS       []string `yaml:"dns"`
+	Domain    string   `yaml:"domain"`
+	LeaseTime string   `yaml:"lease_time"`
+	Range     []string `yaml:"range"`
+
+	full FullDHCP
 }
+
+// FullDHCP is the dhcp section parsed, for full mode.
+type FullDHCP struct {
+	Subnet     netip.Prefix
+	Router     netip.Addr
+	DNS        []netip.Addr
+	Domain     string
+	LeaseTime  time.Duration
+	RangeStart netip.Addr // zero: no dynamic range
+	RangeEnd   netip.Addr
+}
+
+// Full returns the parsed full-mode settings.
+func (d DHCP) Full() FullDHCP { return d.full }
 
 // TFTP configures the boot file server.
 type TFTP struct {
@@ -167,6 +193,11 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	default:
 		return fail("dhcp.mode", "want proxy, full or off, got %q", c.DHCP.Mode)
 	}
+	if c.DHCP.Mode == "full" {
+		if err := c.validateFull(fail); err != nil {
+			return err
+		}
+	}
 	if c.TFTP.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.TFTP.Listen); err != nil {
 			return fail("tftp.listen", "want IP:PORT such as \"0.0.0.0:69\" (or \"\" to disable TFTP), got %q", c.TFTP.Listen)
@@ -210,6 +241,69 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		}
 		c.NFS.allow = append(c.NFS.allow, p)
 	}
+	return nil
+}
+
+func (c *Config) validateFull(fail func(key, format string, args ...any) error) error {
+	d := &c.DHCP
+	f := FullDHCP{LeaseTime: 12 * time.Hour, Domain: d.Domain}
+	p, err := netip.ParsePrefix(d.Subnet)
+	if err != nil || !p.Addr().Is4() {
+		return fail("dhcp.subnet", "full mode needs the cluster subnet, e.g. 10.0.0.0/24, got %q", d.Subnet)
+	}
+	f.Subnet = p.Masked()
+	in := func(key, s string) (netip.Addr, error) {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return a, fail(key, "want an IPv4 address, got %q", s)
+		}
+		if !f.Subnet.Contains(a) {
+			return a, fail(key, "%s is not in dhcp.subnet %s", a, f.Subnet)
+		}
+		return a, nil
+	}
+	if d.Router != "" {
+		if f.Router, err = in("dhcp.router", d.Router); err != nil {
+			return err
+		}
+	}
+	for i, s := range d.DNS {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return fail(fmt.Sprintf("dhcp.dns[%d]", i), "want an IPv4 address, got %q", s)
+		}
+		f.DNS = append(f.DNS, a)
+	}
+	if d.LeaseTime != "" {
+		lt, err := time.ParseDuration(d.LeaseTime)
+		if err != nil || lt < time.Minute {
+			return fail("dhcp.lease_time", "want a duration of a minute or more, such as 12h, got %q", d.LeaseTime)
+		}
+		f.LeaseTime = lt
+	}
+	if len(d.Range) != 0 {
+		if len(d.Range) != 2 {
+			return fail("dhcp.range", "want [FIRST, LAST], two addresses")
+		}
+		if f.RangeStart, err = in("dhcp.range[0]", d.Range[0]); err != nil {
+			return err
+		}
+		if f.RangeEnd, err = in("dhcp.range[1]", d.Range[1]); err != nil {
+			return err
+		}
+		if f.RangeEnd.Less(f.RangeStart) {
+			return fail("dhcp.range", "the first address comes after the last")
+		}
+	}
+	for i, n := range c.Nodes {
+		if n.IP == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(n.IP); err == nil && !f.Subnet.Contains(a) {
+			return fail(fmt.Sprintf("nodes[%d].ip", i), "%s is not in dhcp.subnet %s", a, f.Subnet)
+		}
+	}
+	d.full = f
 	return nil
 }
 

@@ -106,23 +106,34 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		}
 		p.cfg.ServerIP = ip
 	}
+	conns, err := openConns(p.cfg.Interface)
+	if err != nil {
+		return err
+	}
+	p.log.Info("answering PXE clients", "interface", p.cfg.Interface, "server_ip", p.cfg.ServerIP.String())
+	return serveConns(ctx, p.log, p.Reply, conns[0], conns[1])
+}
+
+// openConns opens ports 67 and 4011 on the interface.
+func openConns(iface string) ([]net.PacketConn, error) {
 	var conns []net.PacketConn
 	for _, port := range []int{PortDHCP, PortPXE} {
-		c, err := server4.NewIPv4UDPConn(p.cfg.Interface, &net.UDPAddr{Port: port})
+		c, err := server4.NewIPv4UDPConn(iface, &net.UDPAddr{Port: port})
 		if err != nil {
 			for _, c := range conns {
 				c.Close()
 			}
-			return fmt.Errorf("dhcp: listening on %s port %d: %w", p.cfg.Interface, port, err)
+			return nil, fmt.Errorf("dhcp: listening on %s port %d: %w", iface, port, err)
 		}
 		conns = append(conns, c)
 	}
-	p.log.Info("answering PXE clients", "interface", p.cfg.Interface, "server_ip", p.cfg.ServerIP.String())
-	return p.ServeConns(ctx, conns[0], conns[1])
+	return conns, nil
 }
 
-// ServeConns serves on already-open sockets for ports 67 and 4011.
-func (p *Proxy) ServeConns(ctx context.Context, dhcpConn, pxeConn net.PacketConn) error {
+type replyFunc func(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv4, net.Addr)
+
+// serveConns answers on already-open sockets for ports 67 and 4011.
+func serveConns(ctx context.Context, log *slog.Logger, reply replyFunc, dhcpConn, pxeConn net.PacketConn) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	for _, c := range []struct {
@@ -132,7 +143,7 @@ func (p *Proxy) ServeConns(ctx context.Context, dhcpConn, pxeConn net.PacketConn
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- p.loop(ctx, c.conn, c.port)
+			errc <- loop(ctx, log, reply, c.conn, c.port)
 		}()
 	}
 	go func() {
@@ -153,7 +164,7 @@ func (p *Proxy) ServeConns(ctx context.Context, dhcpConn, pxeConn net.PacketConn
 	return nil
 }
 
-func (p *Proxy) loop(ctx context.Context, conn net.PacketConn, port int) error {
+func loop(ctx context.Context, log *slog.Logger, reply replyFunc, conn net.PacketConn, port int) error {
 	buf := make([]byte, 1<<16)
 	for {
 		n, peer, err := conn.ReadFrom(buf)
@@ -165,17 +176,35 @@ func (p *Proxy) loop(ctx context.Context, conn net.PacketConn, port int) error {
 		}
 		req, err := dhcpv4.FromBytes(buf[:n])
 		if err != nil {
-			p.log.Debug("dropped undecodable packet", "from", peer.String(), "bytes", n, "err", err)
+			log.Debug("dropped undecodable packet", "from", peer.String(), "bytes", n, "err", err)
 			continue
 		}
-		resp, dest := p.Reply(req, port, peer)
+		resp, dest := reply(req, port, peer)
 		if resp == nil {
 			continue
 		}
 		if _, err := conn.WriteTo(resp.ToBytes(), dest); err != nil {
-			p.log.Warn("sending reply", "mac", req.ClientHWAddr.String(), "to", dest.String(), "err", err)
+			log.Warn("sending reply", "mac", req.ClientHWAddr.String(), "to", dest.String(), "err", err)
 		}
 	}
+}
+
+// pxeFirmware says which loader family a PXE client needs, or why it is
+// not a PXE client bootd can serve: option 60 must start with "PXEClient"
+// and option 93 must name BIOS or x86-64 UEFI.
+func pxeFirmware(req *dhcpv4.DHCPv4) (boot.Firmware, string) {
+	if !strings.HasPrefix(req.ClassIdentifier(), "PXEClient") {
+		return boot.FirmwareUnsupported, "not a PXE client"
+	}
+	archs := req.ClientArch()
+	if len(archs) == 0 {
+		return boot.FirmwareUnsupported, "PXE client without option 93"
+	}
+	fw := boot.FirmwareFor(boot.Arch(archs[0]))
+	if fw == boot.FirmwareUnsupported {
+		return fw, fmt.Sprintf("unsupported client architecture %d", uint16(archs[0]))
+	}
+	return fw, ""
 }
 
 // Reply builds the answer to a request that arrived on port (67 or 4011)
@@ -186,18 +215,9 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 	if req.OpCode != dhcpv4.OpcodeBootRequest || len(mac) != 6 {
 		return nil, nil
 	}
-	if !strings.HasPrefix(req.ClassIdentifier(), "PXEClient") {
-		log.Debug("ignored: not a PXE client", "class", req.ClassIdentifier())
-		return nil, nil
-	}
-	archs := req.ClientArch()
-	if len(archs) == 0 {
-		log.Debug("ignored: PXE client without option 93")
-		return nil, nil
-	}
-	fw := boot.FirmwareFor(boot.Arch(archs[0]))
+	fw, why := pxeFirmware(req)
 	if fw == boot.FirmwareUnsupported {
-		log.Info("ignored: unsupported client architecture", "arch", uint16(archs[0]))
+		log.Debug("ignored: "+why, "class", req.ClassIdentifier())
 		return nil, nil
 	}
 	mt := req.MessageType()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -78,7 +79,17 @@ func runServe(args []string) error {
 		srv := dhcp.NewProxy(dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log})
 		start(func() error { return srv.Serve(ctx) })
 	case "full":
-		return errors.New("dhcp.mode full is not implemented yet: use proxy beside the site's DHCP server")
+		fc := cfg.DHCP.Full()
+		srv, err := dhcp.NewFull(dhcp.FullConfig{
+			Config: dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log},
+			Network: dhcp.Network{Subnet: fc.Subnet, Router: fc.Router, DNS: fc.DNS, Domain: fc.Domain,
+				LeaseTime: fc.LeaseTime, RangeStart: fc.RangeStart, RangeEnd: fc.RangeEnd},
+			LeaseFile: filepath.Join(cfg.StateDir, "dhcp", "leases.json"),
+		})
+		if err != nil {
+			return err
+		}
+		start(func() error { return srv.Serve(ctx) })
 	}
 	<-ctx.Done()
 	wg.Wait()

@@ -1,0 +1,363 @@
+package dhcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/bootd/bootd/boot"
+	"github.com/bootd/bootd/events"
+)
+
+// Network is what a full DHCP server hands out besides addresses.
+type Network struct {
+	Subnet     netip.Prefix
+	Router     netip.Addr
+	DNS        []netip.Addr
+	Domain     string
+	LeaseTime  time.Duration
+	RangeStart netip.Addr // zero: only the node table's fixed addresses
+	RangeEnd   netip.Addr
+}
+
+// FullConfig configures a full DHCP server.
+type FullConfig struct {
+	Config
+	Network Network
+	// LeaseFile keeps dynamic leases across restarts; it is replaced
+	// atomically on every change.
+	LeaseFile string
+	// Now is the clock (tests set it).
+	Now func() time.Time
+}
+
+// Full is a complete DHCP server for labs with no DHCP server of their own:
+// nodes in the table get their fixed address, others (with a range set)
+// an address from the range. It is PXE-aware: a PXE client's OFFER and ACK
+// carry the loader for its firmware, as a site's dhcpd.conf would
+// (next-server and filename, no option 60, so no ProxyDHCP round trip).
+type Full struct {
+	cfg   FullConfig
+	log   *slog.Logger
+	proxy *Proxy // answers port 4011 follow-ups, should firmware send them
+
+	mu     sync.Mutex
+	leases map[string]*Lease // by MAC
+}
+
+// Lease is one address handed out.
+type Lease struct {
+	MAC     string     `json:"mac"`
+	IP      netip.Addr `json:"ip"`
+	Expires time.Time  `json:"expires"`
+	offered bool       // offered, not yet requested: not persisted
+}
+
+// NewFull returns a full DHCP server, loading its lease file.
+func NewFull(cfg FullConfig) (*Full, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Network.LeaseTime == 0 {
+		cfg.Network.LeaseTime = 12 * time.Hour
+	}
+	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}}
+	f.proxy = NewProxy(cfg.Config)
+	if err := f.load(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *Full) load() error {
+	if f.cfg.LeaseFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(f.cfg.LeaseFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dhcp: reading leases: %w", err)
+	}
+	var file struct{ Leases []*Lease }
+	if err := json.Unmarshal(b, &file); err != nil {
+		return fmt.Errorf("dhcp: %s: %w", f.cfg.LeaseFile, err)
+	}
+	now := f.cfg.Now()
+	for _, l := range file.Leases {
+		if l.Expires.After(now) && f.cfg.Network.Subnet.Contains(l.IP) {
+			f.leases[l.MAC] = l
+		}
+	}
+	return nil
+}
+
+// save writes the leases beside the file and renames it over, so a crash
+// leaves the old file or the new one, never half of one.
+func (f *Full) save() error {
+	if f.cfg.LeaseFile == "" {
+		return nil
+	}
+	var file struct {
+		Leases []*Lease `json:"leases"`
+	}
+	for _, l := range f.leases {
+		if !l.offered {
+			file.Leases = append(file.Leases, l)
+		}
+	}
+	sort.Slice(file.Leases, func(i, j int) bool { return file.Leases[i].IP.Less(file.Leases[j].IP) })
+	b, _ := json.MarshalIndent(file, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(f.cfg.LeaseFile), 0o755); err != nil {
+		return err
+	}
+	tmp := f.cfg.LeaseFile + ".tmp"
+	fh, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := fh.Write(b); err != nil {
+		fh.Close()
+		return err
+	}
+	if err := fh.Sync(); err != nil {
+		fh.Close()
+		return err
+	}
+	fh.Close()
+	return os.Rename(tmp, f.cfg.LeaseFile)
+}
+
+// Leases returns the current leases, by address.
+func (f *Full) Leases() []Lease {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Lease
+	for _, l := range f.leases {
+		out = append(out, *l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out
+}
+
+// Serve listens on ports 67 and 4011 of the interface until ctx ends.
+func (f *Full) Serve(ctx context.Context) error {
+	if !f.cfg.ServerIP.IsValid() {
+		ip, err := InterfaceAddr(f.cfg.Interface)
+		if err != nil {
+			return fmt.Errorf("dhcp: %w", err)
+		}
+		f.cfg.ServerIP = ip
+		f.proxy.cfg.ServerIP = ip
+	}
+	conns, err := openConns(f.cfg.Interface)
+	if err != nil {
+		return err
+	}
+	f.log.Info("serving addresses", "interface", f.cfg.Interface, "server_ip", f.cfg.ServerIP.String(), "subnet", f.cfg.Network.Subnet.String())
+	return serveConns(ctx, f.log, f.Reply, conns[0], conns[1])
+}
+
+// address finds the address for a MAC: its fixed one, its lease, or a
+// free one from the range. The range is probed from a point derived from
+// the MAC, so a machine tends to get the same address again even when its
+// lease is gone.
+func (f *Full) address(mac net.HardwareAddr) (netip.Addr, bool) {
+	if n, ok := f.cfg.Planner.Node(mac); ok && n.Addr().IsValid() {
+		return n.Addr(), true
+	}
+	if l, ok := f.leases[mac.String()]; ok {
+		return l.IP, true
+	}
+	// A full server gives range addresses to any machine, PXE or not;
+	// unknown_nodes only decides whether bootd boots it.
+	if !f.cfg.Network.RangeStart.IsValid() {
+		return netip.Addr{}, false
+	}
+	start, end := u32(f.cfg.Network.RangeStart), u32(f.cfg.Network.RangeEnd)
+	size := end - start + 1
+	h := fnv.New32a()
+	h.Write(mac)
+	used := map[netip.Addr]bool{f.cfg.ServerIP: true, f.cfg.Network.Router: true}
+	now := f.cfg.Now()
+	for m, l := range f.leases {
+		if l.Expires.After(now) && m != mac.String() {
+			used[l.IP] = true
+		}
+	}
+	for _, n := range f.cfg.Planner.Nodes.All() {
+		if n.Addr().IsValid() {
+			used[n.Addr()] = true
+		}
+	}
+	off := h.Sum32() % size
+	for i := uint32(0); i < size; i++ {
+		a := fromU32(start + (off+i)%size)
+		if !used[a] {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func fromU32(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// Reply answers one request (nil: stay silent).
+func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv4, net.Addr) {
+	if port == PortPXE {
+		return f.proxy.Reply(req, port, peer)
+	}
+	mac := req.ClientHWAddr
+	if req.OpCode != dhcpv4.OpcodeBootRequest || len(mac) != 6 {
+		return nil, nil
+	}
+	log := f.log.With("mac", mac.String())
+	server := net.IP(f.cfg.ServerIP.AsSlice())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.cfg.Now()
+
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		a, ok := f.address(mac)
+		if !ok {
+			log.Info("no address to offer")
+			return nil, nil
+		}
+		if l, ok := f.leases[mac.String()]; !ok || l.IP != a {
+			f.leases[mac.String()] = &Lease{MAC: mac.String(), IP: a, Expires: now.Add(time.Minute), offered: true}
+		}
+		return f.answer(req, dhcpv4.MessageTypeOffer, a, log)
+
+	case dhcpv4.MessageTypeRequest:
+		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(server) {
+			// The client chose another server's offer.
+			if l, ok := f.leases[mac.String()]; ok && l.offered {
+				delete(f.leases, mac.String())
+			}
+			return nil, nil
+		}
+		want := req.RequestedIPAddress()
+		if want == nil || want.IsUnspecified() {
+			want = req.ClientIPAddr
+		}
+		wantA, _ := netip.AddrFromSlice(want.To4())
+		a, ok := f.address(mac)
+		if !ok || wantA != a {
+			if !f.cfg.Network.Subnet.Contains(wantA) && req.ServerIdentifier() == nil {
+				return nil, nil // not ours to refuse
+			}
+			log.Info("refused request", "requested", wantA.String(), "ours", a.String())
+			resp, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(server)), dhcpv4.WithBroadcast(true))
+			if err != nil {
+				return nil, nil
+			}
+			return resp, f.dest(req)
+		}
+		f.leases[mac.String()] = &Lease{MAC: mac.String(), IP: a, Expires: now.Add(f.cfg.Network.LeaseTime)}
+		if err := f.save(); err != nil {
+			log.Error("saving leases", "err", err)
+		}
+		return f.answer(req, dhcpv4.MessageTypeAck, a, log)
+
+	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
+		if l, ok := f.leases[mac.String()]; ok {
+			delete(f.leases, mac.String())
+			log.Info("lease ended", "ip", l.IP.String(), "by", req.MessageType().String())
+			if err := f.save(); err != nil {
+				log.Error("saving leases", "err", err)
+			}
+		}
+		return nil, nil
+
+	case dhcpv4.MessageTypeInform:
+		return f.answer(req, dhcpv4.MessageTypeAck, netip.Addr{}, log)
+	}
+	return nil, nil
+}
+
+func (f *Full) answer(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, a netip.Addr, log *slog.Logger) (*dhcpv4.DHCPv4, net.Addr) {
+	nw := f.cfg.Network
+	server := net.IP(f.cfg.ServerIP.AsSlice())
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(server)),
+		dhcpv4.WithNetmask(net.CIDRMask(nw.Subnet.Bits(), 32)),
+	}
+	if a.IsValid() {
+		mods = append(mods, dhcpv4.WithYourIP(a.AsSlice()), dhcpv4.WithLeaseTime(uint32(nw.LeaseTime/time.Second)))
+	}
+	if nw.Router.IsValid() {
+		mods = append(mods, dhcpv4.WithRouter(nw.Router.AsSlice()))
+	}
+	if len(nw.DNS) > 0 {
+		var ips []net.IP
+		for _, d := range nw.DNS {
+			ips = append(ips, d.AsSlice())
+		}
+		mods = append(mods, dhcpv4.WithDNS(ips...))
+	}
+	if nw.Domain != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(nw.Domain)))
+	}
+	if n, ok := f.cfg.Planner.Node(req.ClientHWAddr); ok && n.Hostname != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(n.Hostname)))
+	}
+	fw, _ := pxeFirmware(req)
+	file := ""
+	if fw != boot.FirmwareUnsupported && f.cfg.Planner.Serves(req.ClientHWAddr) {
+		file = fw.Loader()
+		mods = append(mods, dhcpv4.WithServerIP(server), dhcpv4.WithOption(dhcpv4.OptBootFileName(file)))
+	}
+	if req.ClientIPAddr == nil || req.ClientIPAddr.IsUnspecified() {
+		mods = append(mods, dhcpv4.WithBroadcast(true))
+	}
+	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	if err != nil {
+		log.Warn("building reply", "err", err)
+		return nil, nil
+	}
+	resp.BootFileName = file
+	if mt == dhcpv4.MessageTypeAck && a.IsValid() {
+		f.cfg.Events.Record(events.Event{MAC: req.ClientHWAddr.String(), IP: a.String(), Stage: events.StageDHCP,
+			Detail: fmt.Sprintf("lease %s %s", a, file)})
+	}
+	log.Info("answered", "reply", mt.String(), "ip", a.String(), "file", file)
+	return resp, f.dest(req)
+}
+
+func (f *Full) dest(req *dhcpv4.DHCPv4) net.Addr {
+	switch {
+	case req.GatewayIPAddr != nil && !req.GatewayIPAddr.IsUnspecified():
+		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: PortDHCP}
+	case req.ClientIPAddr != nil && !req.ClientIPAddr.IsUnspecified():
+		return &net.UDPAddr{IP: req.ClientIPAddr, Port: PortClient}
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: PortClient}
+}
