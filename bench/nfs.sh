@@ -5,7 +5,8 @@
 # Usage (as root, Debian 12):   bash bench/nfs.sh
 #
 # Environment knobs:
-#   RUNS=5             timed repetitions per test and server (median reported)
+#   RUNS=7             timed walks per server (median reported)
+#   READ_RUNS=21       timed runs of each read test per server (they are short)
 #   PIN=1              pin servers to SERVER_CPUS and clients to CLIENT_CPUS
 #   SERVER_CPUS=0      CPU list for both servers (taskset -c)
 #   CLIENT_CPUS=1      CPU list for all clients
@@ -24,14 +25,15 @@
 # the rpcbind for ganesha also gets a private tmpfs on /run (its own mount
 # namespace) that ganesha then joins. Nothing on the host's /run is touched.
 #
-# Output: the table on stdout; raw timings, logs and the table in bench/out/.
+# Output: the table on stdout; raw timings, logs and the table in bench/out/nfs/.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-OUT=$HERE/out
+OUT=$HERE/out/nfs                 # gitignored (bench/out/)
 
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-7}
+READ_RUNS=${READ_RUNS:-$((3 * RUNS))}
 PIN=${PIN:-1}
 SERVER_CPUS=${SERVER_CPUS:-0}
 CLIENT_CPUS=${CLIENT_CPUS:-1}
@@ -432,13 +434,14 @@ run_par() { # NPAR clients at once, each reading its own 16 MiB file
 	record par_read "$srv" main "$run" "$(awk -v n="$NPAR" -v t="$t" 'BEGIN{printf "%.2f", n*16/t}')" MiB/s "$t" "$c0"
 }
 
-# run_test TEST: a warm-up (run 0, not in the medians: page cache, ganesha's
+# run_test TEST [N]: a warm-up (run 0, not in the medians: page cache, ganesha's
 # metadata cache, open-file caches), then RUNS runs alternating between the
-# servers so that slow drift (other load on the machine) hits both alike.
+# servers so that slow drift (other load on the machine) hits both alike
+# (N runs, default RUNS).
 run_test() {
-	local run srv
-	log "test $1: warm-up + $RUNS runs per server"
-	for run in $(seq 0 "$RUNS"); do
+	local run srv n=${2:-$RUNS}
+	log "test $1: warm-up + $n runs per server"
+	for run in $(seq 0 "$n"); do
 		for srv in bootd ganesha; do
 			"run_$1" "$srv" "$run"
 		done
@@ -495,6 +498,11 @@ main() {
 	CLK_TCK=$(getconf CLK_TCK)
 	declare -gA SRV_PID
 	local t0=$SECONDS
+	LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+	# Other work on the machine shows up as noise in every number here.
+	if awk -v l="$LOAD_START" 'BEGIN{exit !(l > 0.5)}'; then
+		log "warning: load average is $LOAD_START before starting; expect noisy results"
+	fi
 	install_deps
 	prepare_data
 	prepare_synth # before ganesha starts: it is ganesha's second export
@@ -508,13 +516,22 @@ main() {
 	verify_main bootd
 	verify_main ganesha
 
-	run_test seq
+	run_test seq "$READ_RUNS"
 	run_test walk
-	run_test par
+	run_test par "$READ_RUNS"
 	BOOTD_MAIN_HWM=$(status_kib "$BOOTD_PID" VmHWM)
 
 	memory_test
 	report "$((SECONDS - t0))" | tee "$OUT/table.txt"
+}
+
+# paired TEST [COL]: median over runs of bootd/ganesha within each run
+# number. The two servers' runs of one number ran back to back, so this
+# cancels most drift in the machine's speed that the plain medians keep.
+paired() {
+	awk -v t="$1" -v c="${2:-4}" '$1==t && $3>=1 {v[$2 " " $3]=$c} END{for (k in v) {split(k, a, " ");
+		if (a[1]=="bootd" && v["ganesha " a[2]] > 0) print v[k]/v["ganesha " a[2]]}}' "$RAW" | sort -g |
+		awk '{v[NR]=$1} END{if (NR==0) {print "nan"; exit} if (NR%2) printf "%.2f\n", v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
 }
 
 # row TEST LABEL UNIT GOAL: one line of the table.
@@ -522,9 +539,9 @@ row() {
 	local b g
 	b=$(runstat median "$1" bootd)
 	g=$(runstat median "$1" ganesha)
-	printf '%-30s | %-28s | %-28s | %5s | %s\n' "$2" \
+	printf '%-30s | %-30s | %-30s | %5s | %6s | %s\n' "$2" \
 		"$b [$(runstat spread "$1" bootd)] $3" "$g [$(runstat spread "$1" ganesha)] $3" \
-		"$(awk -v b="$b" -v g="$g" 'BEGIN{printf "%.2f", b/g}')" "$4"
+		"$(awk -v b="$b" -v g="$g" 'BEGIN{printf "%.2f", b/g}')" "$(paired "$1")" "$4"
 }
 
 # cpurow TEST LABEL: median server CPU seconds per run.
@@ -532,8 +549,8 @@ cpurow() {
 	local b g
 	b=$(runstat median "$1" bootd 7)
 	g=$(runstat median "$1" ganesha 7)
-	printf '%-30s | %-28s | %-28s | %5s\n' "$2" "$b s" "$g s" \
-		"$(awk -v b="$b" -v g="$g" 'BEGIN{if (g > 0) printf "%.2f", b/g; else print "-"}')"
+	printf '%-30s | %-30s | %-30s | %5s | %6s\n' "$2" "$b s" "$g s" \
+		"$(awk -v b="$b" -v g="$g" 'BEGIN{if (g > 0) printf "%.2f", b/g; else print "-"}')" "$(paired "$1" 7)"
 }
 
 report() {
@@ -541,8 +558,9 @@ report() {
 	echo
 	echo "bootd $BOOTD_VERSION vs nfs-ganesha $(dpkg-query -W -f='${Version}' nfs-ganesha) (VFS FSAL, defaults)," \
 		"client libnfs-utils $(dpkg-query -W -f='${Version}' libnfs-utils), NFSv3 over TCP on loopback in netns $NS"
-	echo "$(nproc) CPUs, load average at end $(cut -d' ' -f1-3 /proc/loadavg);" \
-		"median of $RUNS runs after one warm-up, [min-max]; warm page cache"
+	echo "$(nproc) CPUs, 1-min load average $LOAD_START at start, $(cut -d' ' -f1 /proc/loadavg) at end;" \
+		"median of $READ_RUNS runs (reads) or $RUNS runs (walks) after one warm-up, [min-max]; warm page cache"
+	echo "ratio = bootd median / ganesha median; paired = median of per-run bootd/ganesha (runs alternate servers)"
 	if [[ $PIN == 1 ]]; then
 		echo "pinned with taskset: both servers on CPU $SERVER_CPUS, all clients on CPU $CLIENT_CPUS" \
 			"(so bootd runs with GOMAXPROCS=$(taskset -c "$SERVER_CPUS" nproc))"
@@ -550,8 +568,8 @@ report() {
 		echo "not pinned"
 	fi
 	echo
-	printf '%-30s | %-28s | %-28s | %5s | %s\n' test bootd ganesha ratio goal
-	printf '%s\n' "-------------------------------+------------------------------+------------------------------+-------+------"
+	printf '%-30s | %-30s | %-30s | %5s | %6s | %s\n' test bootd ganesha ratio paired goal
+	printf '%s\n' "-------------------------------+--------------------------------+--------------------------------+-------+--------+------"
 	row seq_read "64 MiB sequential read" MiB/s ">=1.2"
 	row walk "walk Debian root ($DEBIAN_ENTRIES)" entries/s ">=1.5"
 	row par_read "$NPAR concurrent readers x16 MiB" MiB/s ">=1.2"
@@ -570,8 +588,8 @@ report() {
 		"ganesha VmHWM over the whole run $(($(status_kib "$GANESHA_PID" VmHWM) / 1024)) MiB"
 	echo
 	warn=$(cat "$OUT/bootd.log" "$OUT/bootd-synth.log" | grep -cE 'level=(WARN|ERROR)' || true)
-	echo "bootd log lines at WARN or ERROR: $warn (bench/out/bootd.log, bench/out/bootd-synth.log)"
-	echo "raw results: bench/out/raw.txt (test server run value unit wall_s server_cpu_s), bench/out/memory.txt"
+	echo "bootd log lines at WARN or ERROR: $warn (bench/out/nfs/bootd.log, bench/out/nfs/bootd-synth.log)"
+	echo "raw results: bench/out/nfs/raw.txt (test server run value unit wall_s server_cpu_s), bench/out/nfs/memory.txt"
 	echo "total time ${elapsed}s"
 }
 

@@ -34,6 +34,7 @@ type Config struct {
 	NFS       NFS    `yaml:"nfs"`
 	DHCP      DHCP   `yaml:"dhcp"`
 	TFTP      TFTP   `yaml:"tftp"`
+	Initrd    Initrd `yaml:"initrd"`
 
 	// Defaults apply to every node, listed or not.
 	Defaults nodes.Defaults `yaml:"defaults"`
@@ -105,6 +106,15 @@ type TFTP struct {
 	// Loaders are the boot loader files served by name; the defaults are
 	// where Debian's pxelinux, syslinux-common and syslinux-efi put them.
 	Loaders map[string]string `yaml:"loaders"`
+}
+
+// Initrd configures the generated initramfs.
+type Initrd struct {
+	// ExtraModules are loaded on every boot besides NFS, overlay and the
+	// NIC drivers (e.g. a storage driver for local scratch disks).
+	ExtraModules []string `yaml:"extra_modules"`
+	// Compression is zstd (default) or gzip.
+	Compression string `yaml:"compression"`
 }
 
 // DefaultLoaders maps the TFTP names of the boot loaders to their
@@ -214,6 +224,11 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		loaders[name] = path
 	}
 	c.TFTP.Loaders = loaders
+	switch c.Initrd.Compression {
+	case "", "zstd", "gzip":
+	default:
+		return fail("initrd.compression", "want zstd or gzip, got %q", c.Initrd.Compression)
+	}
 	switch c.UnknownNodes {
 	case "boot", "ignore":
 	default:

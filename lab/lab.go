@@ -210,6 +210,9 @@ type NodeSpec struct {
 	Firmware Firmware
 	NIC      string // QEMU device model: e1000 (default) or virtio-net-pci
 	MemoryMB int
+	// Kernel, Initrd and Append boot the node directly (QEMU -kernel)
+	// instead of by PXE, to test an initrd on its own.
+	Kernel, Initrd, Append string
 }
 
 // Node is a running QEMU node.
@@ -244,8 +247,10 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 		"-display", "none", "-monitor", "none", "-serial", "file:" + console, "-no-reboot",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		"-device", spec.NIC + ",netdev=n0,mac=" + spec.MAC}
-	switch spec.Firmware {
-	case UEFI:
+	switch {
+	case spec.Kernel != "":
+		args = append(args, "-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", spec.Append)
+	case spec.Firmware == UEFI:
 		vars := filepath.Join(l.Dir, spec.Name+".vars.fd")
 		b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
 		if err != nil {

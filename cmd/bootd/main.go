@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/bootd/bootd/config"
+	"github.com/bootd/bootd/initrd/pid1"
 )
 
 type verb struct {
@@ -22,8 +23,9 @@ type verb struct {
 }
 
 var verbs = map[string]verb{
-	"serve": {"serve images to the cluster: proxy-DHCP, TFTP and NFS as configured", runServe},
-	"nodes": {"node table tools: 'nodes export' prints it for the site's DHCP server", runNodes},
+	"serve":  {"serve images to the cluster: proxy-DHCP, TFTP and NFS as configured", runServe},
+	"initrd": {"'initrd build' generates a generation's initrd and copies its kernel", runInitrd},
+	"nodes":  {"node table tools: 'nodes export' prints it for the site's DHCP server", runNodes},
 }
 
 func usage(w io.Writer) {
@@ -40,6 +42,12 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	// In the initrd, bootd is /init: the multi-call binary puts the node
+	// init and the master in one file, so the master needs no toolchain to
+	// build initrds.
+	if os.Getpid() == 1 || os.Args[0] == "/init" {
+		pid1.Main()
+	}
 	if len(os.Args) < 2 {
 		usage(os.Stderr)
 		os.Exit(2)

@@ -1,0 +1,559 @@
+// Package pid1 is the init of bootd's initrd: the first process on a
+// diskless node. It loads the kernel modules the node's hardware needs,
+// brings the boot NIC up by DHCP, mounts the image generation from bootd's
+// NFS export read-only, stacks a RAM layer on it (overlayfs; aufs when
+// asked and present), records what the booted system needs to know under
+// /run/bootd, and hands over to the image's init with switch_root.
+//
+// It reads everything from the kernel command line (see boot.Params), says
+// what it does on the console with timings, retries each step with
+// back-off, and when a step keeps failing it names what failed and reboots
+// after bootd.timeout: never a silent hang, never a kernel panic from init
+// exiting.
+package pid1
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/u-root/u-root/pkg/kmodule"
+	"github.com/u-root/u-root/pkg/mount"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/bootd/bootd/boot"
+	"github.com/bootd/bootd/initrd"
+)
+
+// Paths inside the initramfs; /run moves into the new root, so what is
+// under /run/bootd stays visible to the booted system.
+const (
+	roDir   = "/run/bootd/ro" // the NFS lower layer
+	rwDir   = "/run/bootd/rw" // the tmpfs upper layer
+	newRoot = "/newroot"
+)
+
+type initProc struct {
+	out      io.Writer
+	uptime0  time.Duration // kernel uptime when init started
+	start    time.Time
+	params   boot.Params
+	deadline time.Time
+}
+
+// Main runs the init. It never returns.
+func Main() {
+	// DHCP transaction ids need no cryptographic randomness, and early in
+	// boot (no RDRAND, no virtio-rng) the kernel's CRNG may not be ready
+	// for a minute: let the DHCP library read /dev/urandom instead of
+	// waiting on getrandom(2).
+	os.Setenv("UROOT_NOHWRNG", "1")
+	p := &initProc{out: os.Stdout, start: time.Now()}
+	if c, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		p.out = c
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			p.fatal("init crashed: %v", r)
+		}
+	}()
+	p.run()
+	p.fatal("switch_root returned")
+}
+
+func (p *initProc) say(format string, args ...any) {
+	t := p.uptime0 + time.Since(p.start)
+	fmt.Fprintf(p.out, "[%8.3f] bootd-init: %s\n", t.Seconds(), fmt.Sprintf(format, args...))
+}
+
+// fatal names what failed and reboots; the node retries from PXE.
+func (p *initProc) fatal(format string, args ...any) {
+	p.say("FATAL: "+format, args...)
+	p.say("rebooting in 10s")
+	time.Sleep(10 * time.Second)
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	select {}
+}
+
+// retry runs a step until it works, backing off, until the boot deadline.
+func (p *initProc) retry(what string, f func() error) {
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		t := time.Now()
+		err := f()
+		if err == nil {
+			p.say("%s: done in %v", what, time.Since(t).Round(time.Millisecond))
+			return
+		}
+		left := time.Until(p.deadline)
+		if left <= 0 {
+			p.fatal("%s failed: %v (gave up after %d attempts, bootd.timeout=%v)", what, err, attempt, p.params.Timeout)
+		}
+		p.say("%s failed: %v (attempt %d; retrying in %v, rebooting in %v)", what, err, attempt, delay, left.Round(time.Second))
+		time.Sleep(min(delay, left))
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+func (p *initProc) run() {
+	if err := mountBasics(); err != nil {
+		p.fatal("mounting /proc, /sys, /dev, /run: %v", err)
+	}
+	if b, err := os.ReadFile("/proc/uptime"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if s, err := strconv.ParseFloat(f[0], 64); err == nil {
+				p.uptime0 = time.Duration(s * float64(time.Second))
+			}
+		}
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	params, err := boot.ParseCmdline(string(cmdline))
+	if err != nil {
+		p.params.Timeout = 300 * time.Second
+		p.fatal("kernel command line: %v", err)
+	}
+	p.params = params
+	p.deadline = p.start.Add(params.Timeout)
+	p.say("booting %s from %s (hostname %q)", params.Export, params.NFS, params.Hostname)
+
+	man, mods, err := readManifest()
+	if err != nil {
+		p.fatal("this initrd is damaged: %v", err)
+	}
+	modDir := filepath.Join("/lib/modules", man.Kernel)
+	p.retry("loading NFS and overlay modules", func() error { return loadModules(modDir, mods, man.Load) })
+	var ifname string
+	p.retry("loading NIC drivers", func() error {
+		loaded, err := loadNICDrivers(modDir, mods, man.NIC)
+		if err == nil {
+			p.say("NIC drivers for the devices present: %s", strings.Join(loaded, " "))
+		}
+		return err
+	})
+	p.retry("finding the boot NIC", func() error {
+		var err error
+		ifname, err = findBootNIC(params.BootIF, 10*time.Second)
+		return err
+	})
+	var lease *nclient4.Lease
+	p.retry("DHCP on "+ifname, func() error {
+		var err error
+		lease, err = dhcp(ifname, params.Hostname)
+		return err
+	})
+	ack := lease.ACK
+	p.say("%s: address %s/%d from %s", ifname, ack.YourIPAddr, maskBits(ack.SubnetMask()), ack.ServerIdentifier())
+	p.retry("configuring "+ifname, func() error { return configure(ifname, ack) })
+	p.retry("mounting "+params.Export+" read-only from "+params.NFS.String(), func() error { return mountNFS(params) })
+	p.retry("stacking the RAM layer ("+params.Union+", tmpfs size "+params.TmpfsSize+")", func() error { return stackUnion(params, p) })
+	hostname := params.Hostname
+	if hostname == "" {
+		hostname = ack.HostName()
+	}
+	if err := handover(ifname, hostname, lease, params); err != nil {
+		p.fatal("preparing the new root: %v", err)
+	}
+	p.say("switching to %s after %v", params.Init, time.Since(p.start).Round(time.Millisecond))
+	if err := mount.SwitchRoot(newRoot, params.Init); err != nil {
+		p.fatal("switch_root: %v", err)
+	}
+}
+
+func mountBasics() error {
+	for _, m := range []struct{ src, dir, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"tmpfs", "/run", "tmpfs"},
+	} {
+		os.MkdirAll(m.dir, 0o755)
+		if err := unix.Mount(m.src, m.dir, m.fstype, unix.MS_NOSUID, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%s: %w", m.dir, err)
+		}
+	}
+	return nil
+}
+
+func readManifest() (*initrd.Manifest, *initrd.Modules, error) {
+	b, err := os.ReadFile("/" + initrd.ManifestPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	var man initrd.Manifest
+	if err := json.Unmarshal(b, &man); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", initrd.ManifestPath, err)
+	}
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	if running := unix.ByteSliceToString(uts.Release[:]); running != man.Kernel {
+		return nil, nil, fmt.Errorf("it carries modules for kernel %s but %s is running", man.Kernel, running)
+	}
+	mods, err := initrd.ReadModules(filepath.Join("/lib/modules", man.Kernel))
+	return &man, mods, err
+}
+
+// loadModules loads modules with their dependencies, in order.
+func loadModules(dir string, mods *initrd.Modules, names []string) error {
+	paths, _ := mods.Closure(names) // missing ones are built in
+	for _, rel := range paths {
+		f, err := os.Open(filepath.Join(dir, rel))
+		if err != nil {
+			return err
+		}
+		err = kmodule.FileInit(f, "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("loading %s: %w", initrd.ModuleName(rel), err)
+		}
+	}
+	return nil
+}
+
+// loadNICDrivers loads the carried drivers whose aliases match a device
+// present. Bus drivers (virtio_pci) make new devices appear, so it looks
+// again until nothing new matches.
+func loadNICDrivers(dir string, mods *initrd.Modules, carried []string) ([]string, error) {
+	want := map[string]bool{}
+	for _, n := range carried {
+		want[n] = true
+	}
+	done := map[string]bool{}
+	var loaded []string
+	for round := 0; round < 4; round++ {
+		var next []string
+		aliases, _ := filepath.Glob("/sys/bus/*/devices/*/modalias")
+		for _, a := range aliases {
+			b, err := os.ReadFile(a)
+			if err != nil {
+				continue
+			}
+			for _, m := range mods.Match(strings.TrimSpace(string(b))) {
+				if want[m] && !done[m] {
+					done[m] = true
+					next = append(next, m)
+				}
+			}
+		}
+		if len(next) == 0 {
+			break
+		}
+		if err := loadModules(dir, mods, next); err != nil {
+			return loaded, err
+		}
+		loaded = append(loaded, next...)
+		time.Sleep(200 * time.Millisecond) // let bus drivers register their devices
+	}
+	if len(loaded) == 0 {
+		return nil, errors.New("no NIC driver in this initrd matches a device of this machine (see /sys/bus/pci/devices/*/modalias)")
+	}
+	return loaded, nil
+}
+
+// findBootNIC finds the interface with the BOOTIF MAC, or else the first
+// Ethernet interface that gets a link.
+func findBootNIC(bootif net.HardwareAddr, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ifs, _ := net.Interfaces()
+		var candidates []string
+		for _, i := range ifs {
+			if i.Flags&net.FlagLoopback != 0 || len(i.HardwareAddr) != 6 {
+				continue
+			}
+			if bootif != nil && i.HardwareAddr.String() == bootif.String() {
+				return i.Name, nil
+			}
+			candidates = append(candidates, i.Name)
+		}
+		if bootif == nil {
+			for _, name := range candidates {
+				if l, err := netlink.LinkByName(name); err == nil {
+					netlink.LinkSetUp(l)
+					if carrier(name) {
+						return name, nil
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			if bootif != nil {
+				return "", fmt.Errorf("no interface has the boot MAC %s (have: %s)", bootif, strings.Join(candidates, " "))
+			}
+			return "", fmt.Errorf("no Ethernet interface has a link (have: %s)", strings.Join(candidates, " "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func carrier(name string) bool {
+	b, err := os.ReadFile("/sys/class/net/" + name + "/carrier")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// dhcp gets a lease on the interface. Offers without an address are a
+// proxy-DHCP server's (bootd's own, among others): they are never taken.
+func dhcp(ifname, hostname string) (*nclient4.Lease, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("bringing %s up: %w", ifname, err)
+	}
+	for i := 0; i < 50 && !carrier(ifname); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !carrier(ifname) {
+		return nil, fmt.Errorf("%s has no link (cable, switch port?)", ifname)
+	}
+	c, err := nclient4.New(ifname, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("bootd-init")),
+		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
+			dhcpv4.OptionDomainName, dhcpv4.OptionInterfaceMTU, dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionHostName,
+			dhcpv4.OptionNTPServers),
+	}
+	if hostname != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(hostname)))
+	}
+	discover, err := dhcpv4.NewDiscovery(c.InterfaceAddr(), append(mods, dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)))...)
+	if err != nil {
+		return nil, err
+	}
+	offer, err := c.SendAndRead(ctx, c.RemoteAddr(), discover, func(m *dhcpv4.DHCPv4) bool {
+		return m.MessageType() == dhcpv4.MessageTypeOffer && m.YourIPAddr != nil && !m.YourIPAddr.IsUnspecified()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("no DHCP offer with an address: %w", err)
+	}
+	return c.RequestFromOffer(ctx, offer, mods...)
+}
+
+func maskBits(m net.IPMask) int {
+	ones, _ := m.Size()
+	return ones
+}
+
+// configure applies the lease with netlink: address, MTU, routes
+// (classless static routes when given, else a default route per router).
+func configure(ifname string, ack *dhcpv4.DHCPv4) error {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	mask := ack.SubnetMask()
+	if mask == nil {
+		mask = ack.YourIPAddr.DefaultMask()
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ack.YourIPAddr, Mask: mask}}
+	if lt := ack.IPAddressLeaseTime(0); lt > 0 {
+		// The booted system keeps the address without a DHCP client of its
+		// own on this NIC: the kernel must never expire it.
+		addr.ValidLft, addr.PreferedLft = 0, 0
+	}
+	if err := netlink.AddrReplace(l, addr); err != nil {
+		return fmt.Errorf("adding %s: %w", addr.IPNet, err)
+	}
+	if b := ack.GetOneOption(dhcpv4.OptionInterfaceMTU); len(b) == 2 {
+		if mtu := int(b[0])<<8 | int(b[1]); mtu >= 576 {
+			if err := netlink.LinkSetMTU(l, mtu); err != nil {
+				return fmt.Errorf("setting MTU %d: %w", mtu, err)
+			}
+		}
+	}
+	if routes := ack.ClasslessStaticRoute(); len(routes) > 0 {
+		// RFC 3442: with classless routes, the router option is ignored.
+		for _, r := range routes {
+			rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dest, Gw: r.Router}
+			if r.Router.IsUnspecified() {
+				rt.Gw = nil
+				rt.Scope = netlink.SCOPE_LINK
+			}
+			if err := netlink.RouteReplace(rt); err != nil {
+				return fmt.Errorf("route %s via %s: %w", r.Dest, r.Router, err)
+			}
+		}
+		return nil
+	}
+	for i, gw := range ack.Router() {
+		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw, Priority: 100 + i}
+		if err := netlink.RouteReplace(rt); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
+	}
+	return nil
+}
+
+// NFSOptions are the mount(2) options for the root: NFSv3 over TCP to one
+// port for MOUNT and NFS (no rpcbind), no locking, a hard mount that waits
+// for the server, 1 MiB reads, and since a generation never changes, long
+// attribute caching without close-to-open checks.
+func NFSOptions(params boot.Params) string {
+	ip, port := params.NFS.Addr().String(), params.NFS.Port()
+	return fmt.Sprintf("vers=3,proto=tcp,port=%d,mountport=%d,mountproto=tcp,mountaddr=%s,addr=%s,nolock,hard,timeo=600,retrans=2,rsize=1048576,nocto,actimeo=3600",
+		port, port, ip, ip)
+}
+
+func mountNFS(params boot.Params) error {
+	if err := os.MkdirAll(roDir, 0o755); err != nil {
+		return err
+	}
+	src := params.NFS.Addr().String() + ":" + params.Export
+	if err := unix.Mount(src, roDir, "nfs", unix.MS_RDONLY, NFSOptions(params)); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return nil
+		}
+		return fmt.Errorf("mount %s: %w", src, err)
+	}
+	return nil
+}
+
+func hasFilesystem(name string) bool {
+	b, _ := os.ReadFile("/proc/filesystems")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[len(f)-1] == name {
+			return true
+		}
+	}
+	return false
+}
+
+func stackUnion(params boot.Params, p *initProc) error {
+	if err := os.MkdirAll(rwDir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", rwDir, "tmpfs", 0, "mode=0755,size="+params.TmpfsSize); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("tmpfs (size=%s): %w", params.TmpfsSize, err)
+	}
+	upper, work := filepath.Join(rwDir, "upper"), filepath.Join(rwDir, "work")
+	os.MkdirAll(upper, 0o755)
+	os.MkdirAll(work, 0o755)
+	os.MkdirAll(newRoot, 0o755)
+	if params.Union == "aufs" {
+		if hasFilesystem("aufs") {
+			return unix.Mount("none", newRoot, "aufs", 0, "br="+upper+"=rw:"+roDir+"=ro")
+		}
+		p.say("aufs asked for but this kernel has none: using overlayfs")
+	}
+	if !hasFilesystem("overlay") {
+		return errors.New("the kernel has no overlay filesystem (module overlay not loaded)")
+	}
+	opts := "lowerdir=" + roDir + ",upperdir=" + upper + ",workdir=" + work
+	if err := unix.Mount("overlay", newRoot, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("overlay %s: %w", opts, err)
+	}
+	return nil
+}
+
+// Lease is what /run/bootd/lease.json tells the booted system.
+type Lease struct {
+	Interface string   `json:"interface"`
+	MAC       string   `json:"mac"`
+	Address   string   `json:"address"`
+	Routers   []string `json:"routers,omitempty"`
+	DNS       []string `json:"dns,omitempty"`
+	Domain    string   `json:"domain,omitempty"`
+	Server    string   `json:"dhcp_server"`
+	LeaseSecs int      `json:"lease_seconds"`
+	Hostname  string   `json:"hostname,omitempty"`
+	NFS       string   `json:"nfs"`
+	Export    string   `json:"export"`
+}
+
+// handover writes what the booted system needs: the hostname, the lease
+// and boot interface under /run/bootd, DNS, and /run drop-ins telling
+// systemd-networkd and NetworkManager to leave the boot NIC alone (the
+// root filesystem dies the moment it is reconfigured).
+func handover(ifname, hostname string, lease *nclient4.Lease, params boot.Params) error {
+	ack := lease.ACK
+	l, _ := net.InterfaceByName(ifname)
+	mac := ""
+	if l != nil {
+		mac = l.HardwareAddr.String()
+	}
+	info := Lease{Interface: ifname, MAC: mac,
+		Address:   fmt.Sprintf("%s/%d", ack.YourIPAddr, maskBits(ack.SubnetMask())),
+		Domain:    ack.DomainName(),
+		Server:    ack.ServerIdentifier().String(),
+		LeaseSecs: int(ack.IPAddressLeaseTime(0) / time.Second),
+		Hostname:  hostname,
+		NFS:       params.NFS.String(), Export: params.Export}
+	for _, r := range ack.Router() {
+		info.Routers = append(info.Routers, r.String())
+	}
+	var resolv strings.Builder
+	if d := ack.DomainName(); d != "" {
+		fmt.Fprintf(&resolv, "search %s\n", d)
+	}
+	for _, d := range ack.DNS() {
+		info.DNS = append(info.DNS, d.String())
+		fmt.Fprintf(&resolv, "nameserver %s\n", d)
+	}
+	b, _ := json.MarshalIndent(info, "", "  ")
+	files := map[string]string{
+		"/run/bootd/lease.json":     string(b) + "\n",
+		"/run/bootd/boot-interface": ifname + "\n",
+		"/run/bootd/resolv.conf":    resolv.String(),
+		"/run/systemd/network/10-bootd-boot-nic.network": "# Written by bootd-init: the root filesystem is on this NIC.\n[Match]\nMACAddress=" + mac +
+			"\n\n[Link]\nUnmanaged=yes\n",
+		"/run/NetworkManager/conf.d/10-bootd-boot-nic.conf": "# Written by bootd-init: the root filesystem is on this NIC.\n[keyfile]\nunmanaged-devices=mac:" + mac + "\n",
+	}
+	for name, content := range files {
+		os.MkdirAll(filepath.Dir(name), 0o755)
+		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	if hostname != "" {
+		if err := unix.Sethostname([]byte(hostname)); err != nil {
+			return fmt.Errorf("sethostname: %w", err)
+		}
+		// Written into the RAM layer, never to the export.
+		if err := writeInRoot("/etc/hostname", hostname+"\n"); err != nil {
+			return err
+		}
+	}
+	if resolv.Len() > 0 {
+		// Only where the image has a plain file (or none): a symlink to
+		// systemd-resolved's stub is the image's choice.
+		if p, err := securejoin.SecureJoin(newRoot, "/etc/resolv.conf"); err == nil {
+			if st, err := os.Lstat(p); err != nil || st.Mode().IsRegular() {
+				writeInRoot("/etc/resolv.conf", resolv.String())
+			}
+		}
+	}
+	if p, err := securejoin.SecureJoin(newRoot, params.Init); err != nil {
+		return err
+	} else if _, err := os.Stat(p); err != nil {
+		return fmt.Errorf("the image has no %s: %w", params.Init, err)
+	}
+	return nil
+}
+
+func writeInRoot(name, content string) error {
+	p, err := securejoin.SecureJoin(newRoot, name)
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	return os.WriteFile(p, []byte(content), 0o644)
+}
