@@ -12,7 +12,7 @@
 #      perfdhcp's min/avg/max/stddev delay; then the same again under a
 #      packet capture on the client's veth, from which p50/p99 are taken
 #      (perfdhcp 2.2 has no percentiles, and its -x t timer dump aborts
-#      with "Packets exchange not specified" in -i mode).
+#      with "Packets exchange not specified" in -i mode, as -W does).
 #   2. bootd proxy, broadcast path: perfdhcp always poses as a relay (giaddr
 #      = its own address, hops 1), so bootd answers it by unicast to
 #      giaddr:67 and never takes the broadcast-to-255.255.255.255:68 path
@@ -182,8 +182,10 @@ udp_counters() { # NS: "InDatagrams RcvbufErrors InErrors" of the namespace
 # perf TAG RATE do|dora: one perfdhcp run; raw output to perf.TAG.RATE.txt.
 perf() {
   local tag=$1 rate=$2 ex=$3 f=$OUT/perf.$1.$2.txt rc=0
-  local args=(-4 -l "$CLI_IF" -r "$rate" -R "$CLIENTS" -n $((rate * DURATION)) -p $((DURATION + 5))
-    -W 2000000 -o "60,$O60" -o "93,$O93")
+  # Bounded by -p alone: perfdhcp 2.2 with -i aborts its report ("Packets
+  # exchange not specified") when -W is given, and with -n it exits right
+  # after the last DISCOVER, counting that one as dropped.
+  local args=(-4 -l "$CLI_IF" -r "$rate" -R "$CLIENTS" -p "$DURATION" -o "60,$O60" -o "93,$O93")
   [ "$ex" = do ] && args+=(-i)
   local s0 c0 s1 c1
   s0=$(udp_counters "$SRV_NS")
