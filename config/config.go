@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/bootd/bootd/image"
 	"github.com/bootd/bootd/nodes"
 	"github.com/bootd/bootd/store"
 )
@@ -35,6 +36,8 @@ type Config struct {
 	DHCP      DHCP   `yaml:"dhcp"`
 	TFTP      TFTP   `yaml:"tftp"`
 	Initrd    Initrd `yaml:"initrd"`
+	// Image holds the site's choices for building and preparing images.
+	Image image.Settings `yaml:"image"`
 
 	// Defaults apply to every node, listed or not.
 	Defaults nodes.Defaults `yaml:"defaults"`
@@ -228,6 +231,15 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	case "", "zstd", "gzip":
 	default:
 		return fail("initrd.compression", "want zstd or gzip, got %q", c.Initrd.Compression)
+	}
+	for i, m := range c.Image.Mounts {
+		key := fmt.Sprintf("image.mounts[%d]", i)
+		if m.Source == "" || m.Type == "" || !filepath.IsAbs(m.Target) || m.Target == "/" {
+			return fail(key, "want source, an absolute target other than / and a type, e.g. {source: \"files:/home\", target: /home, type: nfs}")
+		}
+	}
+	if n := c.Image.NIS; n != nil && (n.Domain == "" || n.Server == "") {
+		return fail("image.nis", "want both domain and server")
 	}
 	switch c.UnknownNodes {
 	case "boot", "ignore":

@@ -24,6 +24,7 @@ type verb struct {
 
 var verbs = map[string]verb{
 	"serve":  {"serve images to the cluster: proxy-DHCP, TFTP and NFS as configured", runServe},
+	"image":  {"build, list, publish, roll back and remove image generations", runImage},
 	"initrd": {"'initrd build' generates a generation's initrd and copies its kernel", runInitrd},
 	"nodes":  {"node table tools: 'nodes export' prints it for the site's DHCP server", runNodes},
 }

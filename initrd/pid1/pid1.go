@@ -513,6 +513,9 @@ func handover(ifname, hostname string, lease *nclient4.Lease, params boot.Params
 		"/run/bootd/lease.json":     string(b) + "\n",
 		"/run/bootd/boot-interface": ifname + "\n",
 		"/run/bootd/resolv.conf":    resolv.String(),
+		// Images forward their logs to the master they booted from
+		// (image.syslog unset): rsyslog includes this file.
+		"/run/bootd/rsyslog-forward.conf": "*.* @@" + params.NFS.Addr().String() + ":514\n",
 		"/run/systemd/network/10-bootd-boot-nic.network": "# Written by bootd-init: the root filesystem is on this NIC.\n[Match]\nMACAddress=" + mac +
 			"\n\n[Link]\nUnmanaged=yes\n",
 		"/run/NetworkManager/conf.d/10-bootd-boot-nic.conf": "# Written by bootd-init: the root filesystem is on this NIC.\n[keyfile]\nunmanaged-devices=mac:" + mac + "\n",

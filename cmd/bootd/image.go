@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/bootd/bootd/config"
+	"github.com/bootd/bootd/image"
+	"github.com/bootd/bootd/initrd"
+	"github.com/bootd/bootd/store"
+)
+
+const imageUsage = `usage:
+  bootd image build NAME --suite bookworm|trixie [--mirror URL] [--include pkg,...] [--hook SCRIPT] [--no-publish]
+  bootd image list
+  bootd image publish NAME GEN
+  bootd image rollback NAME
+  bootd image rm NAME GEN`
+
+func runImage(args []string) error {
+	if len(args) == 0 {
+		return errors.New(imageUsage)
+	}
+	sub, args := args[0], args[1:]
+	var c common
+	fs := newFlags("image "+sub, "", imageUsage, &c)
+	var suite, mirror, include *string
+	var hooks multiFlag
+	var noPublish *bool
+	if sub == "build" {
+		suite = fs.String("suite", "bookworm", "Debian suite: bookworm (12) or trixie (13)")
+		mirror = fs.String("mirror", "", "Debian mirror `URL` (default image.mirror, or "+image.DefaultMirror+")")
+		include = fs.String("include", "", "extra packages, comma-separated")
+		fs.Var(&hooks, "hook", "`SCRIPT` run with the prepared root as $1 (repeatable)")
+		noPublish = fs.Bool("no-publish", false, "build the generation but leave current where it is")
+	}
+	// Flags may come after the positional arguments.
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	cfg, log, err := c.load()
+	if err != nil {
+		return err
+	}
+	st := store.New(cfg.StateDir)
+	gen := func(s string) (int, error) {
+		g, err := strconv.Atoi(s)
+		if err != nil || g <= 0 {
+			return 0, fmt.Errorf("generation %q: want a positive number", s)
+		}
+		return g, nil
+	}
+	switch {
+	case sub == "build" && len(pos) == 1:
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		var inc []string
+		if *include != "" {
+			inc = strings.Split(*include, ",")
+		}
+		g, err := image.Build(ctx, st, image.BuildOptions{
+			Name: pos[0], Suite: *suite, Mirror: *mirror, Include: inc, Hooks: hooks,
+			Settings: cfg.Image,
+			CacheDir: filepath.Join(cfg.StateDir, "cache", "debs"),
+			Progress: os.Stdout,
+			Initrd:   func(root, boot string) (string, error) { return buildBootFiles(cfg, root, boot) },
+			Publish:  !*noPublish,
+		})
+		if err != nil {
+			return err
+		}
+		log.Info("image built", "image", pos[0], "generation", g)
+		return nil
+	case sub == "list" && len(pos) == 0:
+		infos, err := image.List(st)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "IMAGE\tGEN\tCURRENT\tSIZE\tBUILT\tFROM\tKERNEL\tBOOTABLE")
+		for _, i := range infos {
+			cur, size, built, from, boot := "", "-", "-", "-", "no"
+			if i.Current {
+				cur = "*"
+			}
+			if i.Meta.Bytes > 0 {
+				size = fmt.Sprintf("%d MiB", i.Meta.Bytes>>20)
+			}
+			if !i.Meta.Built.IsZero() {
+				built = i.Meta.Built.Format("2006-01-02 15:04")
+				from = fmt.Sprintf("%s %s", i.Meta.Suite, i.Meta.Mirror)
+			}
+			if i.HasBoot {
+				boot = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Generation, cur, size, built, from, i.Meta.Kernel, boot)
+		}
+		return tw.Flush()
+	case sub == "publish" && len(pos) == 2:
+		g, err := gen(pos[1])
+		if err != nil {
+			return err
+		}
+		if err := st.Publish(pos[0], g); err != nil {
+			return err
+		}
+		fmt.Printf("%s: new boots get generation %d\n", pos[0], g)
+		return nil
+	case sub == "rollback" && len(pos) == 1:
+		g, err := image.Rollback(st, pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: rolled back, new boots get generation %d\n", pos[0], g)
+		return nil
+	case sub == "rm" && len(pos) == 2:
+		g, err := gen(pos[1])
+		if err != nil {
+			return err
+		}
+		if err := image.Remove(st, pos[0], g); err != nil {
+			return err
+		}
+		fmt.Printf("%s: generation %d removed\n", pos[0], g)
+		return nil
+	}
+	return errors.New(imageUsage)
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// buildBootFiles generates the initrd of a root into boot/ and copies its
+// kernel beside it; it returns the kernel version.
+func buildBootFiles(cfg *config.Config, root, boot string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	res, err := initrd.Build(&buf, initrd.Options{Root: root, Init: self, ExtraModules: cfg.Initrd.ExtraModules, Compression: cfg.Initrd.Compression})
+	if err != nil {
+		return "", err
+	}
+	kernel, err := os.ReadFile(res.Kernel)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(boot, 0o755); err != nil {
+		return "", err
+	}
+	for name, data := range map[string][]byte{"vmlinuz": kernel, "initrd.img": buf.Bytes()} {
+		if err := replaceFile(filepath.Join(boot, name), data, true); err != nil {
+			return "", err
+		}
+	}
+	return res.KernelVersion, nil
+}
