@@ -36,6 +36,7 @@ type Config struct {
 	DHCP      DHCP   `yaml:"dhcp"`
 	TFTP      TFTP   `yaml:"tftp"`
 	Initrd    Initrd `yaml:"initrd"`
+	Syslog    Syslog `yaml:"syslog"`
 	// Image holds the site's choices for building and preparing images.
 	Image image.Settings `yaml:"image"`
 
@@ -109,6 +110,12 @@ type TFTP struct {
 	// Loaders are the boot loader files served by name; the defaults are
 	// where Debian's pxelinux, syslinux-common and syslinux-efi put them.
 	Loaders map[string]string `yaml:"loaders"`
+}
+
+// Syslog configures the receiver of the nodes' forwarded logs.
+type Syslog struct {
+	// Listen is the TCP and UDP address; "" (the default) receives none.
+	Listen string `yaml:"listen"`
 }
 
 // Initrd configures the generated initramfs.
@@ -227,6 +234,11 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		loaders[name] = path
 	}
 	c.TFTP.Loaders = loaders
+	if c.Syslog.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.Syslog.Listen); err != nil {
+			return fail("syslog.listen", "want IP:PORT such as \"0.0.0.0:514\", got %q", c.Syslog.Listen)
+		}
+	}
 	switch c.Initrd.Compression {
 	case "", "zstd", "gzip":
 	default:

@@ -17,6 +17,7 @@ import (
 	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/nfs"
 	"github.com/bootd/bootd/store"
+	"github.com/bootd/bootd/syslog"
 	"github.com/bootd/bootd/tftp"
 )
 
@@ -73,6 +74,10 @@ func runServe(args []string) error {
 	if cfg.TFTP.Listen != "" {
 		srv := tftp.New(tftp.Config{Planner: planner, Store: st, Loaders: cfg.TFTP.Loaders, Events: evs, Logger: log})
 		start(func() error { return srv.ListenAndServe(ctx, cfg.TFTP.Listen) })
+	}
+	if cfg.Syslog.Listen != "" {
+		srv := syslog.New(filepath.Join(cfg.StateDir, "logs"), cfg.NFS.AllowPrefixes(), log)
+		start(func() error { return srv.ListenAndServe(ctx, cfg.Syslog.Listen) })
 	}
 	switch cfg.DHCP.Mode {
 	case "proxy":
