@@ -91,7 +91,7 @@ trap 'exit 130' INT TERM
 # (only this script puts processes there) and remove it.
 reset_netns() {
 	local pid
-	if ip netns list | grep -qw "^$NS"; then
+	if ip netns list | awk '{print $1}' | grep -qx "$NS"; then
 		log "removing leftover namespace $NS"
 		for pid in $(ip netns pids "$NS" 2>/dev/null); do
 			stop_pid "$pid"
@@ -114,9 +114,9 @@ install_deps() {
 		apt-get update -qq
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 	fi
-	# Debian's packages enable and start system services; this benchmark
-	# starts its own copies in the namespace and must not find port 2049
-	# or the host's rpcbind socket in use by them.
+	# Debian's packages may start these as host services. They are left
+	# alone and do not get in the way: the benchmark's own copies run in
+	# their own network namespace with their own /run.
 	for p in nfs-ganesha rpcbind.socket rpcbind; do
 		if systemctl is-active --quiet "$p" 2>/dev/null; then
 			log "note: host service $p is active; it is not used (the benchmark runs its own in $NS)"
@@ -152,8 +152,7 @@ prepare_data() {
 		fi
 	done
 	ln -sfn 1 "$STATE/images/$IMAGE/current"
-	# The page cache is warmed by the warm-up runs; here only the local
-	# reference values that the correctness checks compare against.
+	# What the correctness checks compare the servers' answers with.
 	DEBIAN_ENTRIES=$(find "$TREE/debian" -mindepth 1 | wc -l)
 	FILE64_SHA=$(sha256sum <"$TREE/file64" | cut -d' ' -f1)
 	log "tree: $TREE ($DEBIAN_ENTRIES entries under debian/)"
@@ -181,15 +180,15 @@ prepare_synth() {
 
 # ---------------------------------------------------------------- servers --
 
-# The taskset prefix for servers and for clients (empty when PIN=0).
+# The taskset prefixes for servers and for clients (empty when PIN=0).
 # ip netns exec, taskset, unshare and nsenter all exec the next program, so
 # $! after starting a server through them is the server's own PID.
-server_pin() {
-	if [[ $PIN == 1 ]]; then echo taskset -c "$SERVER_CPUS"; fi
-}
-client_pin() {
-	if [[ $PIN == 1 ]]; then echo taskset -c "$CLIENT_CPUS"; fi
-}
+SERVER_PIN=()
+CLIENT_PIN=()
+if [[ $PIN == 1 ]]; then
+	SERVER_PIN=(taskset -c "$SERVER_CPUS")
+	CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
+fi
 
 # The binary under test: BOOTD_BIN as given, or built from BOOTD_REF (a git
 # revision, exported to a scratch directory: the work tree is not touched),
@@ -235,7 +234,7 @@ start_bootd() {
 		printf 'dhcp:\n  mode: "off"\ntftp:\n  listen: ""\n' >>"$conf"
 	fi
 	: >"$logf"
-	ip netns exec "$NS" $(server_pin) "$BIN" serve --config "$conf" --log-level "${BOOTD_LOG_LEVEL:-info}" 2>"$logf" &
+	ip netns exec "$NS" "${SERVER_PIN[@]}" "$BIN" serve --config "$conf" --log-level "${BOOTD_LOG_LEVEL:-info}" 2>"$logf" &
 	pid=$!
 	PIDS+=("$pid")
 	STARTED_PID=$pid
@@ -289,7 +288,7 @@ start_ganesha() {
 	ip netns exec "$NS" unshare --mount --propagation private -- sh -c '
 		mount -t tmpfs -o mode=755 bench-run /run || exit 1
 		mkdir -p /run/rpcbind && chown _rpc /run/rpcbind 2>/dev/null
-		exec "$@"' _ $(server_pin) rpcbind -f -w >"$OUT/rpcbind.log" 2>&1 &
+		exec "$@"' _ "${SERVER_PIN[@]}" rpcbind -f -w >"$OUT/rpcbind.log" 2>&1 &
 	RPCBIND_PID=$!
 	PIDS+=("$RPCBIND_PID")
 	for i in $(seq 50); do
@@ -300,7 +299,7 @@ start_ganesha() {
 
 	: >"$OUT/ganesha.log"
 	nsenter --mount="/proc/$RPCBIND_PID/ns/mnt" --net="/run/netns/$NS" \
-		$(server_pin) ganesha.nfsd -F -f "$conf" -L "$OUT/ganesha.log" -p "$OUT/ganesha.pid" &
+		"${SERVER_PIN[@]}" ganesha.nfsd -F -f "$conf" -L "$OUT/ganesha.log" -p "$OUT/ganesha.pid" &
 	GANESHA_PID=$!
 	PIDS+=("$GANESHA_PID")
 	for i in $(seq 300); do
@@ -347,7 +346,7 @@ client_failed() {
 }
 
 # in_ns: run a command as a client, inside the namespace, pinned.
-in_ns() { ip netns exec "$NS" $(client_pin) "$@"; }
+in_ns() { ip netns exec "$NS" "${CLIENT_PIN[@]}" "$@"; }
 
 # timed OUTFILE CMD...: runs CMD in the namespace with stdout to OUTFILE and
 # prints the elapsed seconds. The clock is read inside the namespace, so the
@@ -355,6 +354,7 @@ in_ns() { ip netns exec "$NS" $(client_pin) "$@"; }
 timed() {
 	local outf=$1
 	shift
+	# shellcheck disable=SC2016 # expanded by the inner bash
 	in_ns bash -c '
 		o=$1; shift
 		s=$EPOCHREALTIME
@@ -366,6 +366,7 @@ timed() {
 # timed_parallel URL...: one nfs-cat per URL, all at once; prints the seconds
 # from the first start to the last exit. Fails if any reader failed.
 timed_parallel() {
+	# shellcheck disable=SC2016 # expanded by the inner bash
 	in_ns bash -c '
 		s=$EPOCHREALTIME
 		pids=()
@@ -434,10 +435,10 @@ run_par() { # NPAR clients at once, each reading its own 16 MiB file
 	record par_read "$srv" main "$run" "$(awk -v n="$NPAR" -v t="$t" 'BEGIN{printf "%.2f", n*16/t}')" MiB/s "$t" "$c0"
 }
 
-# run_test TEST [N]: a warm-up (run 0, not in the medians: page cache, ganesha's
-# metadata cache, open-file caches), then RUNS runs alternating between the
-# servers so that slow drift (other load on the machine) hits both alike
-# (N runs, default RUNS).
+# run_test TEST [N]: a warm-up (run 0, not in the medians: it fills the page
+# cache, ganesha's metadata cache and both open-file caches), then N runs
+# (default RUNS), each run one server after the other, so that slow drift in
+# the machine's speed (other load) hits both servers alike.
 run_test() {
 	local run srv n=${2:-$RUNS}
 	log "test $1: warm-up + $n runs per server"

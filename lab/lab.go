@@ -39,8 +39,9 @@ const (
 type Lab struct {
 	Dir   string `json:"dir"`
 	Name  string `json:"name"` // namespace name prefix
-	Procs []Proc `json:"procs"`
-	Taps  []string
+	Procs []Proc   `json:"procs"`
+	Taps  []string `json:"taps"`
+	Nodes []Node   `json:"nodes"`
 }
 
 // Proc is a process the lab started.
@@ -218,8 +219,8 @@ type NodeSpec struct {
 // Node is a running QEMU node.
 type Node struct {
 	NodeSpec
-	Console string // serial console log
-	cmd     *exec.Cmd
+	Console string // serial console log (everything the node printed)
+	Socket  string // serial console socket (to type into)
 }
 
 // StartNode powers on a PXE-booting QEMU node (TCG: KVM guests hang on the
@@ -242,9 +243,15 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 	}
 	l.Taps = append(l.Taps, tap)
 	console := filepath.Join(l.Dir, spec.Name+".console")
+	sock := filepath.Join(l.Dir, spec.Name+".sock")
 	os.Remove(console)
+	os.Remove(sock)
+	// The serial console is a socket (for `bootd lab console` and the
+	// tests to type into) that also logs everything to a file.
 	args := []string{"qemu-system-x86_64", "-name", spec.Name, "-m", fmt.Sprint(spec.MemoryMB), "-smp", "1",
-		"-display", "none", "-monitor", "none", "-serial", "file:" + console, "-no-reboot",
+		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-chardev", "socket,id=con0,path=" + sock + ",server=on,wait=off,logfile=" + console,
+		"-serial", "chardev:con0",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		"-device", spec.NIC + ",netdev=n0,mac=" + spec.MAC}
 	switch {
@@ -265,11 +272,12 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 	default:
 		args = append(args, "-boot", "n")
 	}
-	cmd, err := l.Start("sw", spec.Name, args...)
-	if err != nil {
+	if _, err := l.Start("sw", spec.Name, args...); err != nil {
 		return nil, err
 	}
-	return &Node{NodeSpec: spec, Console: console, cmd: cmd}, nil
+	n := &Node{NodeSpec: spec, Console: console, Socket: sock}
+	l.Nodes = append(l.Nodes, *n)
+	return n, l.save()
 }
 
 // WaitConsole waits until the node's serial console shows want, and

@@ -8,7 +8,8 @@ need_go="1.26"
 # peers the tests check bootd against. qemu, ipxe-qemu, ovmf, the syslinux
 # loaders and a Debian kernel: the PXE boots of the lab tests.
 pkgs=(ca-certificates git curl cpio iproute2 libnfs-utils isc-dhcp-server dnsmasq-base
-  qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64)
+  qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64
+  mmdebstrap busybox)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -26,6 +26,7 @@ var verbs = map[string]verb{
 	"serve":  {"serve images to the cluster: proxy-DHCP, TFTP and NFS as configured", runServe},
 	"image":  {"build, list, publish, roll back and remove image generations", runImage},
 	"initrd": {"'initrd build' generates a generation's initrd and copies its kernel", runInitrd},
+	"lab":    {"a QEMU cluster in network namespaces on this machine: lab up, status, console, down", runLab},
 	"nodes":  {"node table tools: 'nodes export' prints it for the site's DHCP server", runNodes},
 }
 

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/bootd/bootd/lab"
+)
+
+const labUsage = `usage:
+  bootd lab up [--nodes N] [--firmware bios|uefi|mixed] [--image NAME] [--suite bookworm|trixie] [--dir DIR]
+  bootd lab status [--dir DIR]
+  bootd lab console NODE [--dir DIR]
+  bootd lab down [--dir DIR]`
+
+func runLab(args []string) error {
+	if len(args) == 0 {
+		return errors.New(labUsage)
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("bootd lab "+sub, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), labUsage); fs.PrintDefaults() }
+	dir := fs.String("dir", "/var/lib/bootd-lab", "where the lab keeps its state, image cache, logs and consoles")
+	nodes := fs.Int("nodes", 2, "number of QEMU nodes")
+	firmware := fs.String("firmware", "mixed", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)")
+	image := fs.String("image", "bookworm", "image to boot (built if missing)")
+	suite := fs.String("suite", "bookworm", "Debian suite for a missing image")
+	timeout := fs.Duration("timeout", 6*time.Minute, "per node, power-on to multi-user")
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if args = fs.Args(); len(args) > 0 {
+			pos, args = append(pos, args[0]), args[1:]
+		}
+	}
+	labDir := filepath.Join(*dir, "lab")
+	switch sub {
+	case "up":
+		if *firmware != "bios" && *firmware != "uefi" && *firmware != "mixed" {
+			return fmt.Errorf("--firmware %q: want bios, uefi or mixed", *firmware)
+		}
+		if *nodes < 1 || *nodes > 200 {
+			return fmt.Errorf("--nodes %d: want 1 to 200", *nodes)
+		}
+		if l, err := lab.Load(labDir); err == nil && len(l.Procs) > 0 {
+			fmt.Println("lab: taking down the previous lab first")
+			l.Down()
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		c, err := lab.UpCluster(ctx, lab.Options{Dir: *dir, Nodes: *nodes, Firmware: *firmware, Image: *image,
+			Suite: *suite, Bootd: self, Out: os.Stdout, Timeout: *timeout})
+		if err != nil {
+			return err
+		}
+		c.Wait(ctx)
+		fmt.Println()
+		c.Table(os.Stdout)
+		fmt.Printf("\nThe lab keeps running: 'bootd lab console NODE' to log in (root, password %q), 'bootd lab down' to remove it.\nLogs: %s (bootd.log, dnsmasq.log, NODE.console); node syslog: %s\n",
+			lab.LabPassword, labDir, filepath.Join(*dir, "state", "logs"))
+		for _, r := range c.Reports {
+			if r.Result != "ok" {
+				return fmt.Errorf("%s did not reach multi-user (%s)", r.Name, r.Result)
+			}
+		}
+		return nil
+	case "status":
+		l, err := lab.Load(labDir)
+		if err != nil {
+			return fmt.Errorf("no lab in %s", *dir)
+		}
+		for _, p := range l.Procs {
+			state := "running"
+			if syscall.Kill(p.PID, 0) != nil {
+				state = "gone"
+			}
+			fmt.Printf("%-10s pid %-8d %s\n", p.Name, p.PID, state)
+		}
+		return nil
+	case "console":
+		if len(pos) != 1 {
+			return errors.New("usage: bootd lab console NODE")
+		}
+		l, err := lab.Load(labDir)
+		if err != nil {
+			return fmt.Errorf("no lab in %s", *dir)
+		}
+		n, ok := l.Node(pos[0])
+		if !ok {
+			return fmt.Errorf("no node %q in the lab", pos[0])
+		}
+		return console(n)
+	case "down":
+		l, err := lab.Load(labDir)
+		if err != nil {
+			fmt.Println("lab: nothing to take down")
+			return nil
+		}
+		if err := l.Down(); err != nil {
+			return err
+		}
+		fmt.Println("lab: down")
+		return nil
+	}
+	return errors.New(labUsage)
+}
+
+// console attaches the terminal to a node's serial console; Ctrl-] leaves.
+func console(n *lab.Node) error {
+	c, err := net.Dial("unix", n.Socket)
+	if err != nil {
+		return fmt.Errorf("node %s console: %w", n.Name, err)
+	}
+	defer c.Close()
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		old, err := term.MakeRaw(int(os.Stdin.Fd()))
+		if err == nil {
+			defer term.Restore(int(os.Stdin.Fd()), old)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "Connected to %s's serial console; Ctrl-] leaves.\r\n", n.Name)
+	go io.Copy(os.Stdout, c)
+	buf := make([]byte, 256)
+	for {
+		k, err := os.Stdin.Read(buf)
+		if err != nil {
+			return nil
+		}
+		for i := 0; i < k; i++ {
+			if buf[i] == 0x1d {
+				return nil
+			}
+		}
+		if _, err := c.Write(buf[:k]); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestEndToEnd is the whole point of bootd: `bootd lab up` builds a Debian
+// 12 image, and a BIOS node (SeaBIOS + iPXE, e1000) and a UEFI node (OVMF,
+// virtio-net) PXE-boot it from bootd beside the site's dnsmasq, to a login
+// prompt. Then the test logs in on each serial console and checks what a
+// diskless node must be.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Debian image and boots QEMU nodes: not in -short")
+	}
+	if err := Check(); err != nil {
+		t.Fatal(err)
+	}
+	dir := fastTempDirLab(t)
+	bootd := filepath.Join(t.TempDir(), "bootd")
+	buildIn(t, "..", bootd, "./cmd/bootd")
+	// Downloaded packages are kept between runs where the machine keeps
+	// /var/cache.
+	cache := "/var/cache/bootd-lab/debs"
+	os.MkdirAll(cache, 0o755)
+	os.MkdirAll(filepath.Join(dir, "state", "cache"), 0o755)
+	os.Symlink(cache, filepath.Join(dir, "state", "cache", "debs"))
+
+	opt := Options{Dir: dir, Name: fmt.Sprintf("bde%d", os.Getpid()%100000), Nodes: 2, Firmware: "mixed", Bootd: bootd,
+		Out: tWriter{t}, Timeout: 8 * time.Minute}
+	ctx := context.Background()
+	start := time.Now()
+	c, err := UpCluster(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Down()
+	t.Logf("image and initrd ready, nodes powered on after %v", time.Since(start).Round(time.Second))
+	c.Wait(ctx)
+	var table strings.Builder
+	c.Table(&table)
+	t.Logf("\n%s", table.String())
+	for _, r := range c.Reports {
+		if r.Result != "ok" {
+			con, _ := os.ReadFile(r.Console)
+			t.Fatalf("%s did not reach multi-user: %s\nconsole tail:\n%s", r.Name, r.Result, tail(string(con), 4000))
+		}
+	}
+	root := filepath.Join(dir, "state", "images", "bookworm", "1", "root")
+	var wg sync.WaitGroup
+	for _, r := range c.Reports {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			checkNode(t, r, dir, root)
+		}()
+	}
+	wg.Wait()
+}
+
+// checkNode logs in on the serial console and checks the node.
+func checkNode(t *testing.T, r *NodeReport, dir, root string) {
+	n := &r.Node
+	if err := n.Login("root", LabPassword, 2*time.Minute); err != nil {
+		con, _ := os.ReadFile(n.Console)
+		t.Errorf("%s: %v\n%s", n.Name, err, tail(string(con), 2000))
+		return
+	}
+	run := func(cmd string) string {
+		out, err := n.Run(cmd, 60*time.Second)
+		if err != nil {
+			t.Errorf("%s: %v\n%s", n.Name, err, out)
+		}
+		return out
+	}
+	expect := func(what, got, want string) {
+		if !strings.Contains(got, want) {
+			t.Errorf("%s: %s: got %q, want it to contain %q", n.Name, what, got, want)
+		}
+	}
+	expect("hostname", run("hostname"), r.Hostname)
+	expect("multi-user", run("systemctl is-active multi-user.target"), "active")
+	expect("getty on the serial console", run("systemctl is-active serial-getty@ttyS0.service"), "active")
+	expect("root filesystem", run("findmnt -n -o FSTYPE /"), "overlay")
+	expect("lower layer", run("findmnt -n -o SOURCE,FSTYPE,OPTIONS /run/bootd/ro"), MasterIP+":/bookworm/1 nfs    ro,")
+	expect("upper layer", run("findmnt -n -o FSTYPE /run/bootd/rw"), "tmpfs")
+	expect("write to /etc", run("echo written-by-"+n.Name+" > /etc/e2e-written && cat /etc/e2e-written"), "written-by-"+n.Name)
+	run("touch /tmp/e2e && rm /tmp/e2e")
+	var lease struct {
+		Interface, Address string
+	}
+	if err := json.Unmarshal([]byte(run("cat /run/bootd/lease.json")), &lease); err != nil {
+		t.Errorf("%s: lease.json: %v", n.Name, err)
+	}
+	expect("boot NIC address", run("ip -4 -o addr show dev "+lease.Interface), lease.Address)
+	expect("dpkg on the read-only lower", run("dpkg-query -W -f='${Status}' openssh-server"), "install ok installed")
+	expect("apt on the read-only lower", run("apt-cache policy openssh-server | head -3"), "Installed:")
+	run("logger -t bootd-e2e hello-from-" + n.Name)
+	// The write stayed in the node's RAM layer.
+	if _, err := os.Stat(filepath.Join(root, "etc/e2e-written")); err == nil {
+		t.Errorf("%s: a write to /etc reached the export", n.Name)
+	}
+	// Syslog arrives at the master.
+	ip := strings.SplitN(lease.Address, "/", 2)[0]
+	logFile := filepath.Join(dir, "state", "logs", ip+".log")
+	var got string
+	for i := 0; i < 100; i++ {
+		b, _ := os.ReadFile(logFile)
+		if got = string(b); strings.Contains(got, "hello-from-"+n.Name) {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if !strings.Contains(got, "hello-from-"+n.Name) {
+		t.Errorf("%s: its syslog did not reach the master (%s):\n%s", n.Name, logFile, tail(got, 1000))
+	}
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// fastTempDirLab is a temporary directory on disk (the image is large;
+// /dev/shm is RAM), removed at the end.
+func fastTempDirLab(t *testing.T) string {
+	d, err := os.MkdirTemp("/var/tmp", "bootd-lab-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("rm", "-rf", d).Run() })
+	return d
+}
