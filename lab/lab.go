@@ -37,8 +37,8 @@ const (
 // Lab is one lab instance. Its state is kept in Dir/lab.json so that a
 // later process (`bootd lab down`) can remove what an earlier one made.
 type Lab struct {
-	Dir   string `json:"dir"`
-	Name  string `json:"name"` // namespace name prefix
+	Dir   string   `json:"dir"`
+	Name  string   `json:"name"` // namespace name prefix
 	Procs []Proc   `json:"procs"`
 	Taps  []string `json:"taps"`
 	Nodes []Node   `json:"nodes"`
