@@ -8,8 +8,8 @@ source scripts/deps.sh
 export PATH="$PATH:/usr/local/go/bin"
 echo "== go vet"
 go vet ./...
-echo "== go test (all, including real clients)"
-go test -count=1 ./...
+echo "== go test (all: unit, real clients, QEMU boots, the end-to-end lab)"
+go test -count=1 -timeout 45m ./...
 echo "== fuzzing the decoders briefly"
 go test -run '^$' -fuzz '^FuzzDispatch$' -fuzztime 20s ./nfs
 go test -run '^$' -fuzz '^FuzzReadRecord$' -fuzztime 10s ./nfs
