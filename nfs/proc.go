@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io/fs"
+	"slices"
 
 	gonfs "github.com/willscott/go-nfs"
 )
@@ -145,7 +146,7 @@ func (c *call) fail(st uint32) {
 }
 
 func (c *call) fattr(t *tree, i uint32) {
-	a := &t.ents[i].attr
+	a := &t.e(i).attr
 	w := c.w
 	w.u32(a.typ)
 	w.u32(a.mode)
@@ -195,7 +196,7 @@ func (c *call) lookup() {
 		c.fail(st)
 		return
 	}
-	if t.ents[dir].attr.typ != nf3Dir {
+	if t.e(dir).attr.typ != nf3Dir {
 		c.fail(nfs3ErrNotDir)
 		return
 	}
@@ -206,7 +207,7 @@ func (c *call) lookup() {
 	case n == ".":
 		found = dir
 	case n == "..":
-		found = t.ents[dir].parent
+		found = t.e(dir).parent
 	default:
 		var ok bool
 		if found, ok = t.lookup(dir, n); !ok {
@@ -260,7 +261,7 @@ func (c *call) access() {
 		c.fail(st)
 		return
 	}
-	a := &t.ents[i].attr
+	a := &t.e(i).attr
 	p := c.perm(a)
 	var got uint32
 	if p&4 != 0 {
@@ -291,7 +292,7 @@ func (c *call) readlink() {
 		c.fail(st)
 		return
 	}
-	if t.ents[i].attr.typ != nf3Lnk {
+	if t.e(i).attr.typ != nf3Lnk {
 		c.fail(nfs3ErrInval)
 		return
 	}
@@ -329,7 +330,7 @@ func (c *call) read() {
 		c.fail(st)
 		return
 	}
-	a := &t.ents[i].attr
+	a := &t.e(i).attr
 	switch {
 	case a.typ == nf3Dir:
 		c.fail(nfs3ErrIsDir)
@@ -356,7 +357,10 @@ func (c *call) read() {
 	c.w.u32(0) // count, filled in below
 	c.w.u32(0) // eof
 	c.w.u32(0) // data length
-	c.w.b = append(c.w.b, make([]byte, (int(count)+3)&^3)...)
+	// Grow without zeroing: the read overwrites the data, padding is
+	// cleared below.
+	c.w.b = slices.Grow(c.w.b, (int(count)+3)&^3)
+	c.w.b = c.w.b[:len(c.w.b)+(int(count)+3)&^3]
 	n := 0
 	if count > 0 {
 		var err error
@@ -402,7 +406,7 @@ func (c *call) readdir(plus bool) {
 		c.fail(st)
 		return
 	}
-	d := &t.ents[dir]
+	d := t.e(dir)
 	if d.attr.typ != nf3Dir {
 		c.fail(nfs3ErrNotDir)
 		return
@@ -438,7 +442,7 @@ func (c *call) readdir(plus bool) {
 			idx, name = d.parent, ".."
 		default:
 			idx = d.first + uint32(pos-2)
-			name = t.ents[idx].name
+			name = t.e(idx).name
 		}
 		size := 4 + 8 + xdrLen(len(name)) + 8
 		dsize := 8 + xdrLen(len(name)) + 8
@@ -452,7 +456,7 @@ func (c *call) readdir(plus bool) {
 		dirUsed += dsize
 		n++
 		c.w.u32(1)
-		c.w.u64(t.ents[idx].attr.fileid)
+		c.w.u64(t.e(idx).attr.fileid)
 		c.w.str(name)
 		c.w.u64(pos + 1)
 		if plus {
@@ -491,7 +495,7 @@ func (c *call) fsProc() {
 		w.u64(t.totalBytes) // tbytes
 		w.u64(0)            // fbytes
 		w.u64(0)            // abytes
-		w.u64(uint64(len(t.ents)))
+		w.u64(uint64(t.count()))
 		w.u64(0)
 		w.u64(0)
 		w.u32(0xffffffff) // invarsec: a generation never changes

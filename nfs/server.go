@@ -21,12 +21,15 @@ package nfs
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bootd/bootd/store"
@@ -50,7 +53,7 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	trees    map[genID]*treeSlot
 	known    map[genID]genRef // generation ids found in the store
 	lastScan time.Time
@@ -64,9 +67,10 @@ type genRef struct {
 }
 
 type treeSlot struct {
-	once sync.Once
-	t    *tree
-	err  error
+	once  sync.Once
+	ready atomic.Bool // t is built
+	t     *tree
+	err   error
 }
 
 // New returns a server for the generations in cfg.Store.
@@ -204,11 +208,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 			}
 			return
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		handle := func() {
 			out := bufPool.Get().(*[]byte)
 			reply := s.dispatch(log, peer, rec, (*out)[:0])
 			*bp = rec[:0]
@@ -225,8 +225,29 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 				*out = reply[:0]
 				bufPool.Put(out)
 			}
+		}
+		// Metadata calls are answered from memory faster than a goroutine
+		// starts: answer them here, in order. READs wait on the disk, so
+		// they run beside each other.
+		if !isRead(rec) {
+			handle()
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			handle()
 		}()
 	}
+}
+
+// isRead says whether a record is an NFSv3 READ call (program, version
+// and procedure sit at fixed offsets of the call header).
+func isRead(rec []byte) bool {
+	return len(rec) >= 24 && binary.BigEndian.Uint32(rec[12:]) == progNFS &&
+		binary.BigEndian.Uint32(rec[16:]) == 3 && binary.BigEndian.Uint32(rec[20:]) == procRead
 }
 
 // dispatch decodes one call and builds its reply into out (nil: no reply).
@@ -304,6 +325,14 @@ func (c *call) procUnavail() { replyHeader(c.w, c.h.xid, acceptProcUnavail) }
 
 // treeByID returns the index of a generation, building it on first use.
 func (s *Server) treeByID(id genID) (*tree, error) {
+	// Every call of every node comes through here: the common case is one
+	// read-locked map lookup.
+	s.mu.RLock()
+	slot := s.trees[id]
+	s.mu.RUnlock()
+	if slot != nil && slot.ready.Load() {
+		return slot.t, nil
+	}
 	s.mu.Lock()
 	ref, ok := s.known[id]
 	if !ok && time.Since(s.lastScan) > time.Second {
@@ -362,8 +391,12 @@ func (s *Server) tree(name string, gen int) (*tree, error) {
 		start := time.Now()
 		slot.t, slot.err = buildTree(name, gen, s.cfg.Store.RootDir(name, gen))
 		if slot.err == nil {
+			slot.ready.Store(true)
 			s.log.Info("indexed generation", "image", name, "generation", gen,
-				"entries", len(slot.t.ents), "took", time.Since(start).Round(time.Millisecond))
+				"entries", slot.t.count(), "took", time.Since(start).Round(time.Millisecond))
+			// Indexing reads every directory of the image; hand what that
+			// took back to the system rather than keep it as idle heap.
+			debug.FreeOSMemory()
 		}
 	})
 	if slot.err != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bootd/bootd/store"
 )
 
@@ -40,7 +42,7 @@ func TestAttributesAsOnDisk(t *testing.T) {
 		}
 		// atime moves when the server's own index reads a directory, so it
 		// may only trail the disk.
-		if a.mtime != nfsTime(sb.Mtim) || a.ctime != nfsTime(sb.Ctim) || a.atime.sec == 0 || a.atime.sec > uint32(sb.Atim.Sec) {
+		if a.mtime != nfsTime(unix.Timespec(sb.Mtim)) || a.ctime != nfsTime(unix.Timespec(sb.Ctim)) || a.atime.sec == 0 || a.atime.sec > uint32(sb.Atim.Sec) {
 			t.Errorf("%s: times %v %v %v, disk has %v %v %v", path, a.atime, a.mtime, a.ctime, sb.Atim, sb.Mtim, sb.Ctim)
 		}
 		return a

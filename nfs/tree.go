@@ -3,13 +3,13 @@ package nfs
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	billy "github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/osfs"
@@ -31,8 +31,10 @@ type tree struct {
 	name string
 	gen  int
 	id   genID
-	fs   billy.Filesystem // osfs BoundOS on the generation's root
-	ents []entry
+	fs   billy.Filesystem // osfs BoundOS on the generation's root: file contents and symlink targets
+	// chunks hold the entries, numbered from 0 (the root).
+	chunks [][]entry
+	n      uint32
 
 	totalBytes uint64
 }
@@ -81,15 +83,41 @@ const (
 	nf3Fifo = 7
 )
 
+// chunkBits sizes the blocks entries are stored in: growing one slice by
+// append would copy (and keep as garbage) the whole index several times
+// over while a 200k-entry image is read.
+const chunkBits = 12
+
+func (t *tree) e(i uint32) *entry { return &t.chunks[i>>chunkBits][i&(1<<chunkBits-1)] }
+
+func (t *tree) count() uint32 { return t.n }
+
+func (t *tree) add(e entry) uint32 {
+	i := t.n
+	if i>>chunkBits == uint32(len(t.chunks)) {
+		t.chunks = append(t.chunks, make([]entry, 1<<chunkBits))
+	}
+	*t.e(i) = e
+	t.n++
+	return i
+}
+
 // buildTree walks root and indexes it. It never follows symlinks and never
-// leaves root: it reads directories only through names it found there.
+// leaves root: directories are opened relative to the root with symlinks
+// refused at every step, and entries are read with fstatat into one
+// buffer, so indexing a large image makes little garbage.
 func buildTree(name string, gen int, root string) (*tree, error) {
-	st, err := os.Lstat(root)
-	if err != nil {
+	fail := func(err error) (*tree, error) {
 		return nil, fmt.Errorf("indexing %s generation %d: %w", name, gen, err)
 	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("indexing %s generation %d: %s is not a directory", name, gen, root)
+	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(&os.PathError{Op: "open", Path: root, Err: err})
+	}
+	defer unix.Close(rootFd)
+	var st unix.Stat_t
+	if err := unix.Fstat(rootFd, &st); err != nil {
+		return fail(err)
 	}
 	t := &tree{
 		name: name,
@@ -98,34 +126,51 @@ func buildTree(name string, gen int, root string) (*tree, error) {
 		fs:   osfs.New(root, osfs.WithBoundOS()),
 	}
 	rootEnt := entry{parent: 0, check: pathHash(0, "")}
-	rootEnt.attr = toFattr(st)
-	t.ents = append(t.ents, rootEnt)
+	rootEnt.attr = statAttr(&st)
+	rootEnt.attr.fileid = 1
+	t.add(rootEnt)
 
 	type inode struct{ dev, ino uint64 }
 	links := map[inode]uint64{} // first fileid of each hard-linked inode
-	dirPaths := map[uint32]string{0: ""}
-	queue := []uint32{0}
-	for len(queue) > 0 {
-		di := queue[0]
-		queue = queue[1:]
-		dpath := dirPaths[di]
-		delete(dirPaths, di)
-		infos, err := t.fs.ReadDir(dirOrDot(dpath))
-		if err != nil {
-			return nil, fmt.Errorf("indexing %s generation %d: reading /%s: %w", name, gen, dpath, err)
+	var names []string
+	for di := uint32(0); di < t.count(); di++ { // breadth first: directories are appended as found
+		if t.e(di).attr.typ != nf3Dir {
+			continue
 		}
-		// os.ReadDir sorts by name already; the numbering relies on it.
-		first := uint32(len(t.ents))
-		for _, fi := range infos {
-			if uint64(len(t.ents)) >= 1<<32-1 {
-				return nil, fmt.Errorf("indexing %s generation %d: more than 2^32 entries", name, gen)
+		fd := rootFd
+		if di != 0 {
+			fd, err = openBeneath(rootFd, t.path(di))
+			if err != nil {
+				return fail(fmt.Errorf("opening /%s: %w", t.path(di), err))
 			}
-			e := entry{name: fi.Name(), parent: di, check: pathHash(t.ents[di].check, fi.Name())}
-			e.attr = toFattr(fi)
-			idx := uint32(len(t.ents))
+		}
+		closeFd := func() {
+			if fd != rootFd {
+				unix.Close(fd)
+			}
+		}
+		names, err = readNames(fd, names[:0])
+		if err != nil {
+			closeFd()
+			return fail(fmt.Errorf("reading /%s: %w", t.path(di), err))
+		}
+		sort.Strings(names) // the numbering depends on this order
+		first := t.count()
+		for _, n := range names {
+			if t.count() >= 1<<32-1 {
+				closeFd()
+				return fail(errors.New("more than 2^32 entries"))
+			}
+			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				closeFd()
+				return fail(fmt.Errorf("stat /%s/%s: %w", t.path(di), n, err))
+			}
+			e := entry{name: n, parent: di, check: pathHash(t.e(di).check, n)}
+			e.attr = statAttr(&st)
+			idx := t.count()
 			e.attr.fileid = uint64(idx) + 1
-			if s, ok := fi.Sys().(*syscall.Stat_t); ok && e.attr.typ != nf3Dir && s.Nlink > 1 {
-				k := inode{uint64(s.Dev), s.Ino}
+			if e.attr.typ != nf3Dir && st.Nlink > 1 {
+				k := inode{st.Dev, st.Ino}
 				if id, seen := links[k]; seen {
 					e.attr.fileid = id
 				} else {
@@ -135,24 +180,44 @@ func buildTree(name string, gen int, root string) (*tree, error) {
 			if e.attr.typ == nf3Reg {
 				t.totalBytes += e.attr.size
 			}
-			t.ents = append(t.ents, e)
-			if e.attr.typ == nf3Dir {
-				p := fi.Name()
-				if dpath != "" {
-					p = dpath + "/" + p
-				}
-				dirPaths[idx] = p
-				queue = append(queue, idx)
-			}
+			t.add(e)
 		}
-		t.ents[di].first = first
-		t.ents[di].nchild = uint32(len(t.ents)) - first
+		closeFd()
+		d := t.e(di)
+		d.first = first
+		d.nchild = t.count() - first
 	}
-	t.ents[0].attr.fileid = 1
-	// Shrink the slice to what is used: a 200k-entry image is the common
-	// case and append's doubling would keep up to twice that alive.
-	t.ents = append([]entry(nil), t.ents...)
 	return t, nil
+}
+
+// openBeneath opens a directory below root, refusing symlinks on the way
+// (openat2 RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH where the kernel has it).
+func openBeneath(rootFd int, rel string) (int, error) {
+	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH}
+	fd, err := unix.Openat2(rootFd, rel, &how)
+	if err == unix.ENOSYS {
+		return unix.Openat(rootFd, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	return fd, err
+}
+
+// readNames lists a directory's names (without . and ..) from its fd.
+func readNames(fd int, names []string) ([]string, error) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return names, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
 }
 
 func dirOrDot(p string) string {
@@ -171,26 +236,20 @@ func pathHash(parent uint64, name string) uint64 {
 	return h.Sum64()
 }
 
-func toFattr(fi fs.FileInfo) fattr {
+func statAttr(s *unix.Stat_t) fattr {
 	var a fattr
-	s, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		// Not reachable on Linux; keep a sane answer rather than a panic.
-		a.typ, a.mode, a.nlink, a.size = nf3Reg, uint32(fi.Mode().Perm()), 1, uint64(fi.Size())
-		return a
-	}
-	switch s.Mode & syscall.S_IFMT {
-	case syscall.S_IFDIR:
+	switch s.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
 		a.typ = nf3Dir
-	case syscall.S_IFLNK:
+	case unix.S_IFLNK:
 		a.typ = nf3Lnk
-	case syscall.S_IFBLK:
+	case unix.S_IFBLK:
 		a.typ = nf3Blk
-	case syscall.S_IFCHR:
+	case unix.S_IFCHR:
 		a.typ = nf3Chr
-	case syscall.S_IFSOCK:
+	case unix.S_IFSOCK:
 		a.typ = nf3Sock
-	case syscall.S_IFIFO:
+	case unix.S_IFIFO:
 		a.typ = nf3Fifo
 	default:
 		a.typ = nf3Reg
@@ -209,7 +268,7 @@ func toFattr(fi fs.FileInfo) fattr {
 	return a
 }
 
-func nfsTime(ts syscall.Timespec) nfstime {
+func nfsTime(ts unix.Timespec) nfstime {
 	return nfstime{sec: uint32(ts.Sec), nsec: uint32(ts.Nsec)}
 }
 
@@ -217,8 +276,8 @@ func nfsTime(ts syscall.Timespec) nfstime {
 func (t *tree) path(i uint32) string {
 	var parts []string
 	for i != 0 {
-		parts = append(parts, t.ents[i].name)
-		i = t.ents[i].parent
+		parts = append(parts, t.e(i).name)
+		i = t.e(i).parent
 	}
 	for l, r := 0, len(parts)-1; l < r; l, r = l+1, r-1 {
 		parts[l], parts[r] = parts[r], parts[l]
@@ -228,11 +287,11 @@ func (t *tree) path(i uint32) string {
 
 // lookup finds name among a directory's children by binary search.
 func (t *tree) lookup(dir uint32, name string) (uint32, bool) {
-	d := &t.ents[dir]
+	d := t.e(dir)
 	lo, hi := d.first, d.first+d.nchild
 	for lo < hi {
 		m := lo + (hi-lo)/2
-		switch c := strings.Compare(t.ents[m].name, name); {
+		switch c := strings.Compare(t.e(m).name, name); {
 		case c == 0:
 			return m, true
 		case c < 0:
@@ -257,7 +316,7 @@ func (t *tree) walk(names []string) (uint32, bool) {
 			return 0, false
 		}
 		c, ok := t.lookup(i, n)
-		if !ok || t.ents[c].attr.typ != nf3Dir {
+		if !ok || t.e(c).attr.typ != nf3Dir {
 			return 0, false
 		}
 		i = c
@@ -276,7 +335,7 @@ func (t *tree) handle(i uint32) []byte {
 	h = append(h, handleMagic[:]...)
 	h = append(h, t.id[:]...)
 	h = binary.BigEndian.AppendUint32(h, i)
-	h = binary.BigEndian.AppendUint64(h, t.ents[i].check)
+	h = binary.BigEndian.AppendUint64(h, t.e(i).check)
 	return h
 }
 
@@ -293,5 +352,5 @@ func parseHandle(h []byte) (genID, uint32, uint64, bool) {
 
 // entryFor checks that an entry number and path check belong to this tree.
 func (t *tree) entryFor(i uint32, check uint64) bool {
-	return uint64(i) < uint64(len(t.ents)) && t.ents[i].check == check
+	return i < t.count() && t.e(i).check == check
 }
