@@ -79,6 +79,9 @@ func runServe(args []string) error {
 		srv := syslog.New(filepath.Join(cfg.StateDir, "logs"), cfg.NFS.AllowPrefixes(), log)
 		start(func() error { return srv.ListenAndServe(ctx, cfg.Syslog.Listen) })
 	}
+	if cfg.DHCP.IPv6RA && cfg.DHCP.Mode != "off" {
+		start(func() error { return dhcp.ServeRouterAdvertisements(ctx, cfg.Interface, log) })
+	}
 	switch cfg.DHCP.Mode {
 	case "proxy":
 		srv := dhcp.NewProxy(dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log})
