@@ -137,6 +137,21 @@ func (c *call) resolve(fh []byte) (*tree, uint32, uint32) {
 	return t, idx, nfs3OK
 }
 
+// object resolves the file handle argument once all arguments are read;
+// on failure it has answered (garbage arguments, or a failure status).
+func (c *call) object(fh []byte) (*tree, uint32, bool) {
+	if c.args.err != nil {
+		c.garbage()
+		return nil, 0, false
+	}
+	t, i, st := c.resolve(fh)
+	if st != nfs3OK {
+		c.fail(st)
+		return nil, 0, false
+	}
+	return t, i, true
+}
+
 // fail writes a status and an absent post_op_attr, the failure result of
 // every non-mutating procedure but GETATTR.
 func (c *call) fail(st uint32) {
@@ -187,13 +202,8 @@ func (c *call) getattr() {
 func (c *call) lookup() {
 	fh := c.args.opaque(64)
 	name := c.args.opaque(1024)
-	if c.args.err != nil {
-		c.garbage()
-		return
-	}
-	t, dir, st := c.resolve(fh)
-	if st != nfs3OK {
-		c.fail(st)
+	t, dir, ok := c.object(fh)
+	if !ok {
 		return
 	}
 	if t.e(dir).attr.typ != nf3Dir {
@@ -201,6 +211,7 @@ func (c *call) lookup() {
 		return
 	}
 	var found uint32
+	st := nfs3OK
 	switch n := string(name); {
 	case len(n) > 255:
 		st = nfs3ErrNameLong
@@ -252,13 +263,8 @@ func (c *call) perm(a *fattr) uint32 {
 func (c *call) access() {
 	fh := c.args.opaque(64)
 	want := c.args.u32()
-	if c.args.err != nil {
-		c.garbage()
-		return
-	}
-	t, i, st := c.resolve(fh)
-	if st != nfs3OK {
-		c.fail(st)
+	t, i, ok := c.object(fh)
+	if !ok {
 		return
 	}
 	a := &t.e(i).attr
@@ -283,13 +289,8 @@ func (c *call) access() {
 
 func (c *call) readlink() {
 	fh := c.args.opaque(64)
-	if c.args.err != nil {
-		c.garbage()
-		return
-	}
-	t, i, st := c.resolve(fh)
-	if st != nfs3OK {
-		c.fail(st)
+	t, i, ok := c.object(fh)
+	if !ok {
 		return
 	}
 	if t.e(i).attr.typ != nf3Lnk {
@@ -321,13 +322,8 @@ func (c *call) read() {
 	fh := c.args.opaque(64)
 	off := c.args.u64()
 	count := c.args.u32()
-	if c.args.err != nil {
-		c.garbage()
-		return
-	}
-	t, i, st := c.resolve(fh)
-	if st != nfs3OK {
-		c.fail(st)
+	t, i, ok := c.object(fh)
+	if !ok {
 		return
 	}
 	a := &t.e(i).attr
@@ -397,13 +393,8 @@ func (c *call) readdir(plus bool) {
 	if plus {
 		maxcount = c.args.u32()
 	}
-	if c.args.err != nil {
-		c.garbage()
-		return
-	}
-	t, dir, st := c.resolve(fh)
-	if st != nfs3OK {
-		c.fail(st)
+	t, dir, ok := c.object(fh)
+	if !ok {
 		return
 	}
 	d := t.e(dir)
@@ -477,13 +468,8 @@ func (c *call) readdir(plus bool) {
 
 func (c *call) fsProc() {
 	fh := c.args.opaque(64)
-	if c.args.err != nil {
-		c.garbage()
-		return
-	}
-	t, i, st := c.resolve(fh)
-	if st != nfs3OK {
-		c.fail(st)
+	t, i, ok := c.object(fh)
+	if !ok {
 		return
 	}
 	c.ok()
