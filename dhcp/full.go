@@ -56,6 +56,10 @@ type Full struct {
 
 	mu     sync.Mutex
 	leases map[string]*Lease // by MAC
+	// async is set while Serve runs: lease changes then mark the file
+	// dirty and a flusher writes it, so that a DORA never waits on fsync.
+	async bool
+	dirty chan struct{}
 }
 
 // Lease is one address handed out.
@@ -78,7 +82,7 @@ func NewFull(cfg FullConfig) (*Full, error) {
 	if cfg.Network.LeaseTime == 0 {
 		cfg.Network.LeaseTime = 12 * time.Hour
 	}
-	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}}
+	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}, dirty: make(chan struct{}, 1)}
 	f.proxy = NewProxy(cfg.Config)
 	if err := f.load(); err != nil {
 		return nil, err
@@ -108,6 +112,46 @@ func (f *Full) load() error {
 		}
 	}
 	return nil
+}
+
+// changed records a lease change: at once when nothing flushes in the
+// background, else by the flusher (called with f.mu held).
+func (f *Full) changed(log *slog.Logger) {
+	if f.async {
+		select {
+		case f.dirty <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if err := f.save(); err != nil {
+		log.Error("saving leases", "err", err)
+	}
+}
+
+// flusher writes the lease file after changes, at most every 100 ms: a
+// boot storm's hundreds of ACKs cost a handful of fsyncs.
+func (f *Full) flusher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			f.mu.Lock()
+			f.save()
+			f.mu.Unlock()
+			return
+		case <-f.dirty:
+		}
+		f.mu.Lock()
+		err := f.save()
+		f.mu.Unlock()
+		if err != nil {
+			f.log.Error("saving leases", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // save writes the leases beside the file and renames it over, so a crash
@@ -173,7 +217,20 @@ func (f *Full) Serve(ctx context.Context) error {
 		return err
 	}
 	f.log.Info("serving addresses", "interface", f.cfg.Interface, "server_ip", f.cfg.ServerIP.String(), "subnet", f.cfg.Network.Subnet.String())
-	return serveConns(ctx, f.log, f.Reply, conns[0], conns[1])
+	return f.serve(ctx, conns[0], conns[1])
+}
+
+func (f *Full) serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) error {
+	f.mu.Lock()
+	f.async = true
+	f.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { f.flusher(ctx); close(done) }()
+	err := serveConns(ctx, f.log, f.Reply, dhcpConn, pxeConn)
+	cancel()
+	<-done
+	return err
 }
 
 // address finds the address for a MAC: its fixed one, its lease, or a
@@ -281,18 +338,14 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 			return resp, f.dest(req)
 		}
 		f.leases[mac.String()] = &Lease{MAC: mac.String(), IP: a, Expires: now.Add(f.cfg.Network.LeaseTime)}
-		if err := f.save(); err != nil {
-			log.Error("saving leases", "err", err)
-		}
+		f.changed(log)
 		return f.answer(req, dhcpv4.MessageTypeAck, a, log)
 
 	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
 		if l, ok := f.leases[mac.String()]; ok {
 			delete(f.leases, mac.String())
 			log.Info("lease ended", "ip", l.IP.String(), "by", req.MessageType().String())
-			if err := f.save(); err != nil {
-				log.Error("saving leases", "err", err)
-			}
+			f.changed(log)
 		}
 		return nil, nil
 

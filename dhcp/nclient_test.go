@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,7 +154,7 @@ func TestNClient4Full(t *testing.T) {
 			served <- err
 			return
 		}
-		go func() { served <- serveConns(ctx, f.log, f.Reply, conns[0], conns[1]) }()
+		go func() { served <- f.serve(ctx, conns[0], conns[1]) }()
 	})
 	var lease *nclient4.Lease
 	inNetns(t, cliNS, func() {
@@ -178,4 +179,8 @@ func TestNClient4Full(t *testing.T) {
 	}
 	cancel()
 	<-served
+	// The flusher wrote the lease before the server stopped.
+	if b, err := os.ReadFile(f.cfg.LeaseFile); err != nil || !strings.Contains(string(b), "10.214.0.11") {
+		t.Errorf("lease file after stop: %s %v", b, err)
+	}
 }
