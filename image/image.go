@@ -133,7 +133,7 @@ func cleanStale(dir string) {
 		}
 		pid, _ := strconv.Atoi(m[2])
 		if pid != os.Getpid() && syscall.Kill(pid, 0) != nil {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
+			removeBuild(filepath.Join(dir, e.Name()))
 		}
 	}
 }
@@ -185,7 +185,9 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 	// nothing behind.
 	defer func() {
 		if err != nil {
-			os.RemoveAll(work)
+			if rerr := removeBuild(work); rerr != nil {
+				err = fmt.Errorf("%w; and cleaning up: %v", err, rerr)
+			}
 		}
 	}()
 	start := time.Now()
@@ -245,6 +247,60 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 	return gen, nil
 }
 
+// removeBuild deletes an unfinished build. Anything still mounted inside
+// it (a bootstrap killed while /proc, /sys or /dev were mounted in the
+// chroot) is unmounted first, and nothing is deleted while a mount
+// remains: deleting through a mount would delete the master's own files.
+func removeBuild(dir string) error {
+	for attempt := 0; attempt < 3; attempt++ {
+		mps := mountsBelow(dir)
+		if len(mps) == 0 {
+			return os.RemoveAll(dir)
+		}
+		for _, mp := range mps {
+			unix.Unmount(mp, unix.MNT_DETACH)
+		}
+	}
+	return fmt.Errorf("%s still has mounts inside (%s): left in place; unmount them and remove it by hand", dir, strings.Join(mountsBelow(dir), ", "))
+}
+
+// mountsBelow lists mount points at or below dir, deepest first.
+func mountsBelow(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
 func dedup(s []string) []string {
 	var out []string
 	for i, v := range s {
@@ -288,9 +344,17 @@ func bootstrap(ctx context.Context, t string, opt BuildOptions, include []string
 	cmd := exec.CommandContext(ctx, t, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// Interrupting a build stops the whole bootstrap, chroot processes
-	// included.
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
+	// included. SIGTERM first: mmdebstrap then unmounts what it mounted
+	// in the chroot (/proc, /sys, /dev) before it exits.
+	cmd.Cancel = func() error {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		go func() {
+			time.Sleep(20 * time.Second)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}()
+		return nil
+	}
+	cmd.WaitDelay = 30 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/bootd/bootd/store"
@@ -187,5 +188,32 @@ func TestBuildRefusesWithoutSpace(t *testing.T) {
 	st := store.New(t.TempDir())
 	if _, err := Build(context.Background(), st, BuildOptions{Name: "ok", Suite: "bookworm"}); err == nil || !strings.Contains(err.Error(), "not enough space") {
 		t.Errorf("no space: %v", err)
+	}
+}
+
+// TestRemoveBuildUnmountsFirst: a build killed with filesystems mounted in
+// its chroot is cleaned up without deleting through the mounts.
+func TestRemoveBuildUnmountsFirst(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	dir := filepath.Join(t.TempDir(), ".build-9-1")
+	mp := filepath.Join(dir, "root", "proc dir")
+	os.MkdirAll(mp, 0o755)
+	if err := syscall.Mount("tmpfs", mp, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(mp, "inside-the-mount"), []byte("x"), 0o644)
+	if got := mountsBelow(dir); len(got) != 1 || got[0] != mp {
+		t.Fatalf("mountsBelow = %q (escaped names must be read back)", got)
+	}
+	if err := removeBuild(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("the build directory is still there")
+	}
+	if len(mountsBelow(dir)) != 0 {
+		t.Error("a mount is left")
 	}
 }
