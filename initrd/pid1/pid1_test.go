@@ -1,0 +1,36 @@
+package pid1
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/bootd/bootd/boot"
+)
+
+// The kernel's NFS client takes these text options through mount(2): the
+// contract with bootd's export (one port for MOUNT and NFS, no rpcbind,
+// no locking) lives here.
+func TestNFSOptions(t *testing.T) {
+	o := NFSOptions(boot.Params{NFS: netip.MustParseAddrPort("10.0.0.1:20490")})
+	for _, want := range []string{"vers=3", "proto=tcp", "port=20490", "mountport=20490", "mountproto=tcp", "mountaddr=10.0.0.1", "addr=10.0.0.1", "nolock", "hard"} {
+		if !strings.Contains(","+o+",", ","+want+",") {
+			t.Errorf("options %q lack %s", o, want)
+		}
+	}
+	if strings.Contains(o, "soft") {
+		t.Errorf("a root filesystem must be a hard mount: %q", o)
+	}
+}
+
+func TestMaskBits(t *testing.T) {
+	for bits := 8; bits <= 30; bits += 11 {
+		m := make([]byte, 4)
+		for i := 0; i < bits; i++ {
+			m[i/8] |= 0x80 >> (i % 8)
+		}
+		if got := maskBits(m); got != bits {
+			t.Errorf("maskBits(/%d) = %d", bits, got)
+		}
+	}
+}
