@@ -56,6 +56,8 @@ type Full struct {
 
 	mu     sync.Mutex
 	leases map[string]*Lease // by MAC
+	byIP   map[netip.Addr]*Lease
+	fixed  map[netip.Addr]bool // the node table's addresses
 	// async is set while Serve runs: lease changes then mark the file
 	// dirty and a flusher writes it, so that a DORA never waits on fsync.
 	async bool
@@ -82,7 +84,12 @@ func NewFull(cfg FullConfig) (*Full, error) {
 	if cfg.Network.LeaseTime == 0 {
 		cfg.Network.LeaseTime = 12 * time.Hour
 	}
-	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}, dirty: make(chan struct{}, 1)}
+	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{}, fixed: map[netip.Addr]bool{}, dirty: make(chan struct{}, 1)}
+	for _, n := range cfg.Planner.Nodes.All() {
+		if n.Addr().IsValid() {
+			f.fixed[n.Addr()] = true
+		}
+	}
 	f.proxy = NewProxy(cfg.Config)
 	if err := f.load(); err != nil {
 		return nil, err
@@ -108,10 +115,26 @@ func (f *Full) load() error {
 	now := f.cfg.Now()
 	for _, l := range file.Leases {
 		if l.Expires.After(now) && f.cfg.Network.Subnet.Contains(l.IP) {
-			f.leases[l.MAC] = l
+			f.setLease(l)
 		}
 	}
 	return nil
+}
+
+// setLease records a lease in both indexes, replacing the MAC's old one.
+func (f *Full) setLease(l *Lease) {
+	f.dropLease(l.MAC)
+	f.leases[l.MAC] = l
+	f.byIP[l.IP] = l
+}
+
+func (f *Full) dropLease(mac string) {
+	if old, ok := f.leases[mac]; ok {
+		delete(f.leases, mac)
+		if f.byIP[old.IP] == old {
+			delete(f.byIP, old.IP)
+		}
+	}
 }
 
 // changed records a lease change: at once when nothing flushes in the
@@ -253,24 +276,17 @@ func (f *Full) address(mac net.HardwareAddr) (netip.Addr, bool) {
 	size := end - start + 1
 	h := fnv.New32a()
 	h.Write(mac)
-	used := map[netip.Addr]bool{f.cfg.ServerIP: true, f.cfg.Network.Router: true}
 	now := f.cfg.Now()
-	for m, l := range f.leases {
-		if l.Expires.After(now) && m != mac.String() {
-			used[l.IP] = true
-		}
-	}
-	for _, n := range f.cfg.Planner.Nodes.All() {
-		if n.Addr().IsValid() {
-			used[n.Addr()] = true
-		}
-	}
 	off := h.Sum32() % size
 	for i := uint32(0); i < size; i++ {
 		a := fromU32(start + (off+i)%size)
-		if !used[a] {
-			return a, true
+		if a == f.cfg.ServerIP || a == f.cfg.Network.Router || f.fixed[a] {
+			continue
 		}
+		if l, taken := f.byIP[a]; taken && l.Expires.After(now) && l.MAC != mac.String() {
+			continue
+		}
+		return a, true
 	}
 	return netip.Addr{}, false
 }
@@ -307,7 +323,7 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 			return nil, nil
 		}
 		if l, ok := f.leases[mac.String()]; !ok || l.IP != a {
-			f.leases[mac.String()] = &Lease{MAC: mac.String(), IP: a, Expires: now.Add(time.Minute), offered: true}
+			f.setLease(&Lease{MAC: mac.String(), IP: a, Expires: now.Add(time.Minute), offered: true})
 		}
 		return f.answer(req, dhcpv4.MessageTypeOffer, a, log)
 
@@ -315,7 +331,7 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(server) {
 			// The client chose another server's offer.
 			if l, ok := f.leases[mac.String()]; ok && l.offered {
-				delete(f.leases, mac.String())
+				f.dropLease(mac.String())
 			}
 			return nil, nil
 		}
@@ -337,13 +353,13 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 			}
 			return resp, f.dest(req)
 		}
-		f.leases[mac.String()] = &Lease{MAC: mac.String(), IP: a, Expires: now.Add(f.cfg.Network.LeaseTime)}
+		f.setLease(&Lease{MAC: mac.String(), IP: a, Expires: now.Add(f.cfg.Network.LeaseTime)})
 		f.changed(log)
 		return f.answer(req, dhcpv4.MessageTypeAck, a, log)
 
 	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
 		if l, ok := f.leases[mac.String()]; ok {
-			delete(f.leases, mac.String())
+			f.dropLease(mac.String())
 			log.Info("lease ended", "ip", l.IP.String(), "by", req.MessageType().String())
 			f.changed(log)
 		}
@@ -401,7 +417,11 @@ func (f *Full) answer(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, a netip.Addr, l
 		f.cfg.Events.Record(events.Event{MAC: req.ClientHWAddr.String(), IP: a.String(), Stage: events.StageDHCP,
 			Detail: fmt.Sprintf("lease %s %s", a, file)})
 	}
-	log.Info("answered", "reply", mt.String(), "ip", a.String(), "file", file)
+	if mt == dhcpv4.MessageTypeAck {
+		log.Info("answered", "reply", mt.String(), "ip", a.String(), "file", file)
+	} else {
+		log.Debug("answered", "reply", mt.String(), "ip", a.String(), "file", file)
+	}
 	return resp, f.dest(req)
 }
 
