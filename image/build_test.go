@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bootd/bootd/initrd"
+	"github.com/bootd/bootd/lab"
 	"github.com/bootd/bootd/store"
 )
 
@@ -42,11 +43,8 @@ func TestBuildTrixie(t *testing.T) {
 	defer exec.Command("rm", "-rf", state).Run()
 	st := store.New(state)
 	bin := filepath.Join(t.TempDir(), "bootd")
-	cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "./cmd/bootd")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building bootd: %v %s", err, out)
+	if err := lab.BuildBootd("..", bin); err != nil {
+		t.Fatal(err)
 	}
 	var progress bytes.Buffer
 	start := time.Now()

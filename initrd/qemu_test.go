@@ -17,16 +17,6 @@ import (
 	"net/netip"
 )
 
-// hostKernel is the Debian kernel installed on this machine
-// (linux-image-amd64), whose modules the test image borrows.
-func hostKernel(t *testing.T) string {
-	m, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(m) == 0 {
-		t.Fatal("no /boot/vmlinuz-*: apt-get install linux-image-amd64")
-	}
-	return strings.TrimPrefix(filepath.Base(m[len(m)-1]), "vmlinuz-")
-}
-
 const nodeInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -51,7 +41,10 @@ poweroff -f
 // initrd takes.
 func makeTestImage(t *testing.T, state string) (root, kver string) {
 	t.Helper()
-	kver = hostKernel(t)
+	_, kver, err := lab.HostKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	root = filepath.Join(state, "images", "test", "1", "root")
 	for _, d := range []string{"bin", "sbin", "etc", "proc", "sys", "dev", "run", "tmp", "boot", "lib/modules/" + kver} {
 		os.MkdirAll(filepath.Join(root, d), 0o755)
@@ -115,11 +108,8 @@ func TestQEMUBootsNFSRoot(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bootd := filepath.Join(dir, "bootd")
-	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bootd, "./cmd/bootd")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building bootd: %v\n%s", err, out)
+	if err := lab.BuildBootd("..", bootd); err != nil {
+		t.Fatal(err)
 	}
 	state := fastTempDir(t)
 	root, _ := makeTestImage(t, state)

@@ -27,7 +27,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 	dir := fastTempDirLab(t)
 	bootd := filepath.Join(t.TempDir(), "bootd")
-	buildIn(t, "..", bootd, "./cmd/bootd")
+	if err := BuildBootd("..", bootd); err != nil {
+		t.Fatal(err)
+	}
 	// Downloaded packages are kept between runs where the machine keeps
 	// /var/cache.
 	cache := "/var/cache/bootd-lab/debs"

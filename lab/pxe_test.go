@@ -11,16 +11,6 @@ import (
 	"time"
 )
 
-// kernel returns the Debian kernel installed on this machine (package
-// linux-image-amd64, which the test command installs).
-func kernel(t *testing.T) string {
-	m, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(m) == 0 {
-		t.Fatal("no /boot/vmlinuz-*: apt-get install linux-image-amd64")
-	}
-	return m[len(m)-1]
-}
-
 func buildIn(t *testing.T, dir, out, pkg string) {
 	t.Helper()
 	cmd := exec.Command("go", "build", "-o", out, pkg)
@@ -60,13 +50,19 @@ func TestPXEBootBesideSiteDHCP(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bootd := filepath.Join(dir, "bootd")
-	buildIn(t, "..", bootd, "./cmd/bootd")
+	if err := BuildBootd("..", bootd); err != nil {
+		t.Fatal(err)
+	}
+	kernel, _, err := HostKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	state := filepath.Join(dir, "state")
 	boot := filepath.Join(state, "images", "marker", "1", "boot")
 	os.MkdirAll(filepath.Join(state, "images", "marker", "1", "root", "etc"), 0o755)
 	os.MkdirAll(boot, 0o755)
-	if b, err := os.ReadFile(kernel(t)); err != nil {
+	if b, err := os.ReadFile(kernel); err != nil {
 		t.Fatal(err)
 	} else {
 		os.WriteFile(filepath.Join(boot, "vmlinuz"), b, 0o644)
