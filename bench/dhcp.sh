@@ -27,13 +27,14 @@
 # Usage: bash bench/dhcp.sh   (as root; safe to run again)
 # Knobs: RATES="1000 2000 4000 8000" EXTRA_RATES="16000" PROXY_REPEAT=3
 #   FULL_RATES="250 500 1000 2000 4000 8000" DURATION=10
-#   SERVER_CPU=0 CLIENT_CPU=1 CLIENTS=10000 SKIP_FULL=0
+#   SERVER_CPU=0 CLIENT_CPU=1 CLIENTS=10000 SKIP_FULL=0 BOOTD_LOG_LEVEL=info
+#   BENCH_OUT=bench/out/dhcp
 # Raw output: bench/out/dhcp/ (gitignored).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-OUT=$ROOT/bench/out/dhcp
+OUT=${BENCH_OUT:-$ROOT/bench/out/dhcp}
 RATES=${RATES:-"1000 2000 4000 8000"}
 EXTRA_RATES=${EXTRA_RATES:-"16000"} # tried for proxy only when the last of RATES was clean
 PROXY_REPEAT=${PROXY_REPEAT:-3}     # runs per proxy rate
@@ -43,6 +44,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 CLIENTS=${CLIENTS:-10000}
 SKIP_FULL=${SKIP_FULL:-0}
+BOOTD_LOG_LEVEL=${BOOTD_LOG_LEVEL:-info} # bootd logs every proxy OFFER at info
 SRV_NS=bench-dhcp-srv
 CLI_NS=bench-dhcp-cli
 SRV_IF=bench-dhcp-s
@@ -212,7 +214,8 @@ start_server() {
   case $kind in
   bootd-proxy | bootd-full)
     write_bootd_config "${kind#bootd-}" "$OUT/bootd-${kind#bootd-}.yaml"
-    ip netns exec "$SRV_NS" taskset -c "$SERVER_CPU" "$OUT/bootd" serve --config "$OUT/bootd-${kind#bootd-}.yaml" >"$logf" 2>&1 &
+    ip netns exec "$SRV_NS" taskset -c "$SERVER_CPU" "$OUT/bootd" serve --log-level "$BOOTD_LOG_LEVEL" \
+      --config "$OUT/bootd-${kind#bootd-}.yaml" >"$logf" 2>&1 &
     ;;
   dnsmasq)
     ip netns exec "$SRV_NS" taskset -c "$SERVER_CPU" dnsmasq --keep-in-foreground --conf-file=/dev/null --pid-file= \
@@ -326,6 +329,9 @@ capture_perf() {
     sleep 0.1
   done
   perf "$tag-cap" "$rate" "do"
+  # tcpdump hands packets over a block at a time (1 s timeout): give it the
+  # last block before stopping it, or the run's last ~0.1 s is missing.
+  sleep 1.5
   kill -INT "$cap_pid" 2>/dev/null || true
   wait "$cap_pid" 2>/dev/null || true
   cap_pid=
@@ -395,6 +401,7 @@ EOF
 
 log "# bench/dhcp.sh $(date -u +%FT%TZ)"
 log "# bootd $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(go version | cut -d' ' -f3); perfdhcp $(perfdhcp -v 2>&1 | awk '{print $2}'); $(dnsmasq --version | head -1 | cut -d' ' -f1-3)"
+log "# bootd --log-level $BOOTD_LOG_LEVEL"
 log "# $(nproc) CPUs; server pinned to CPU $SERVER_CPU, clients (perfdhcp, tcpdump, python) to CPU $CLIENT_CPU (taskset)"
 log "# veth $SRV_IF ($SRV_NS, $SRV_IP/16) <-> $CLI_IF ($CLI_NS, $CLI_IP/16); $CLIENTS MACs; ${DURATION}s per run"
 log "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
