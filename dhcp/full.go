@@ -147,7 +147,7 @@ func (f *Full) changed(log *slog.Logger) {
 		}
 		return
 	}
-	if err := f.save(); err != nil {
+	if err := f.write(f.snapshot()); err != nil {
 		log.Error("saving leases", "err", err)
 	}
 }
@@ -159,15 +159,20 @@ func (f *Full) flusher(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			f.mu.Lock()
-			f.save()
+			snap := f.snapshot()
 			f.mu.Unlock()
+			if err := f.write(snap); err != nil {
+				f.log.Error("saving leases", "err", err)
+			}
 			return
 		case <-f.dirty:
 		}
+		// Copy under the lock, marshal and fsync outside it: DORAs go on
+		// while the file is written.
 		f.mu.Lock()
-		err := f.save()
+		snap := f.snapshot()
 		f.mu.Unlock()
-		if err != nil {
+		if err := f.write(snap); err != nil {
 			f.log.Error("saving leases", "err", err)
 		}
 		select {
@@ -177,20 +182,27 @@ func (f *Full) flusher(ctx context.Context) {
 	}
 }
 
-// save writes the leases beside the file and renames it over, so a crash
+// snapshot copies the leases worth persisting (called with f.mu held).
+func (f *Full) snapshot() []Lease {
+	out := make([]Lease, 0, len(f.leases))
+	for _, l := range f.leases {
+		if !l.offered {
+			out = append(out, *l)
+		}
+	}
+	return out
+}
+
+// write stores leases beside the file and renames it over, so a crash
 // leaves the old file or the new one, never half of one.
-func (f *Full) save() error {
+func (f *Full) write(leases []Lease) error {
 	if f.cfg.LeaseFile == "" {
 		return nil
 	}
 	var file struct {
-		Leases []*Lease `json:"leases"`
+		Leases []Lease `json:"leases"`
 	}
-	for _, l := range f.leases {
-		if !l.offered {
-			file.Leases = append(file.Leases, l)
-		}
-	}
+	file.Leases = leases
 	sort.Slice(file.Leases, func(i, j int) bool { return file.Leases[i].IP.Less(file.Leases[j].IP) })
 	b, _ := json.MarshalIndent(file, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(f.cfg.LeaseFile), 0o755); err != nil {

@@ -6,10 +6,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+	"golang.org/x/sys/unix"
 
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/events"
@@ -209,4 +213,37 @@ func FuzzReply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A boot storm must not overflow the DHCP sockets' receive buffers: bootd
+// asks for readBuffer bytes, past net.core.rmem_max when it runs as root.
+func TestGrowReadBuffer(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	growReadBuffer(c, readBuffer)
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	var gerr error
+	raw.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	want := readBuffer // Linux reports twice what was set, for its bookkeeping
+	if os.Getuid() != 0 {
+		b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+		if err != nil {
+			t.Fatal(err)
+		}
+		max, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		want = min(want, max)
+	}
+	if got < want {
+		t.Fatalf("SO_RCVBUF = %d, want at least %d", got, want)
+	}
 }
