@@ -114,7 +114,16 @@ type TFTP struct {
 	// Loaders are the boot loader files served by name; the defaults are
 	// where Debian's pxelinux, syslinux-common and syslinux-efi put them.
 	Loaders map[string]string `yaml:"loaders"`
+	// BusyPoll is how long a transfer polls for the next ACK before it
+	// sleeps ("200us" by default, "0" never): an idle master's wake-up per
+	// ACK is most of a TFTP round trip. See tftp.Config.BusyPoll.
+	BusyPoll string `yaml:"busy_poll"`
+
+	busyPoll time.Duration
 }
+
+// BusyPollDuration returns the parsed busy_poll.
+func (t TFTP) BusyPollDuration() time.Duration { return t.busyPoll }
 
 // Syslog configures the receiver of the nodes' forwarded logs.
 type Syslog struct {
@@ -154,7 +163,7 @@ func Default() Config {
 			SecurePorts: true,
 		},
 		DHCP:         DHCP{Mode: "proxy"},
-		TFTP:         TFTP{Listen: "0.0.0.0:69"},
+		TFTP:         TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us"},
 		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
 		UnknownNodes: "boot",
 	}
@@ -227,6 +236,11 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 			return fail("tftp.listen", "want IP:PORT such as \"0.0.0.0:69\" (or \"\" to disable TFTP), got %q", c.TFTP.Listen)
 		}
 	}
+	bp, err := time.ParseDuration(c.TFTP.BusyPoll)
+	if err != nil || bp < 0 || bp > 10*time.Millisecond {
+		return fail("tftp.busy_poll", "want a duration up to 10ms such as \"200us\", or \"0\" to never poll, got %q", c.TFTP.BusyPoll)
+	}
+	c.TFTP.busyPoll = bp
 	loaders := DefaultLoaders()
 	for name, path := range c.TFTP.Loaders {
 		if _, known := loaders[name]; !known {

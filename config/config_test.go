@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseValid(t *testing.T) {
@@ -41,6 +42,13 @@ func TestDefaults(t *testing.T) {
 	if err != nil || cfg.NFS.Listen != "" {
 		t.Errorf("listen \"\" should disable NFS: %v %+v", err, cfg)
 	}
+	if cfg.TFTP.BusyPollDuration() != 200*time.Microsecond {
+		t.Errorf("tftp.busy_poll default: %v", cfg.TFTP.BusyPollDuration())
+	}
+	cfg, err = Parse("bootd.yaml", []byte("nfs:\n  listen: \"\"\ntftp: {busy_poll: \"0\"}\n"))
+	if err != nil || cfg.TFTP.BusyPollDuration() != 0 {
+		t.Errorf("busy_poll \"0\": %v %v", err, cfg.TFTP.BusyPollDuration())
+	}
 }
 
 func TestErrorsNameFileLineAndKey(t *testing.T) {
@@ -60,6 +68,7 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"nfs: {listen: \"\"}\nnodes:\n  - mac: \"52:54:00:00:00:01\"\n    hostnme: x\n", `bootd.yaml:4: unknown key "hostnme" in nodes[0] (known keys: append, hostname, image, ip, mac)`},
 		{"nfs: {listen: \"\"}\nunknown_nodes: maybe\n", `bootd.yaml:2: unknown_nodes: want boot or ignore`},
 		{"nfs: {listen: \"\"}\ntftp:\n  loaders: {grub.efi: /x}\n", `bootd.yaml:3: tftp.loaders.grub.efi: unknown loader`},
+		{"nfs: {listen: \"\"}\ntftp: {busy_poll: 1s}\n", `bootd.yaml:2: tftp.busy_poll: want a duration up to 10ms`},
 		{"nfs: {listen: \"\"}\ndefaults: {image: Bad}\n", `bootd.yaml:2: defaults.image: image name "Bad"`},
 	}
 	for _, c := range cases {

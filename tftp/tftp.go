@@ -7,6 +7,9 @@
 // the few names bootd serves; nothing a client sends is joined to a server
 // path, so no name can reach outside the boot tree, and error messages
 // never carry a server path. Write requests are refused.
+//
+// Transfers (RFC 1350 with the blksize, tsize, timeout and windowsize
+// options) are this package's own, in transfer.go, which says why.
 package tftp
 
 import (
@@ -21,12 +24,15 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/pin/tftp/v3"
+	"github.com/pin/tftp/v3/netascii"
+	"golang.org/x/net/ipv4"
 
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/events"
@@ -43,6 +49,17 @@ type Config struct {
 	Logger  *slog.Logger
 	// CacheBytes bounds the in-memory cache of boot files (default 1 GiB).
 	CacheBytes int64
+	// BusyPoll is how long a transfer polls its socket for the next ACK
+	// before it sleeps; 0 never polls. It is used only while no more
+	// transfers run than a quarter of the CPUs (at least one), and only
+	// with two CPUs or more, so that polling never takes a CPU another
+	// transfer or the NFS server needs.
+	BusyPoll time.Duration
+	// Timeout is the wait for an ACK before a block is resent (default
+	// 1 s: on a LAN a lost packet is best resent soon), and Retries the
+	// resends of one block before a transfer is given up (default 8).
+	Timeout time.Duration
+	Retries int
 }
 
 // Server is the TFTP server.
@@ -50,6 +67,12 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	cache *fileCache
+
+	timeout  time.Duration
+	retries  int
+	busyPoll time.Duration
+	spinners int32        // transfers that may busy-poll at once
+	active   atomic.Int32 // transfers running
 }
 
 // New returns a server for cfg.
@@ -61,7 +84,20 @@ func New(cfg Config) *Server {
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 1 << 30
 	}
-	return &Server{cfg: cfg, log: log.With("service", "tftp"), cache: newFileCache(cfg.CacheBytes)}
+	s := &Server{cfg: cfg, log: log.With("service", "tftp"), cache: newFileCache(cfg.CacheBytes),
+		timeout: cfg.Timeout, retries: cfg.Retries, busyPoll: cfg.BusyPoll}
+	if s.timeout <= 0 {
+		s.timeout = time.Second
+	}
+	if s.retries <= 0 {
+		s.retries = 8
+	}
+	if procs := runtime.GOMAXPROCS(0); procs >= 2 && runtime.NumCPU() >= 2 {
+		s.spinners = int32(max(1, procs/4))
+	} else {
+		s.busyPoll = 0
+	}
+	return s
 }
 
 // Errors sent to clients: fixed texts, never a server path.
@@ -158,34 +194,57 @@ func (s *Server) pxelinuxConfig(name string, log *slog.Logger) (content, error) 
 	return content{data: []byte(spec.PXELinuxConfig()), mac: mac, gen: fmt.Sprintf("%s/%d", spec.Image, spec.Generation)}, nil
 }
 
-func (s *Server) read(name string, rf io.ReaderFrom) error {
-	var ip string
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ra := ot.RemoteAddr()
-		ip = ra.AddrPort().Addr().Unmap().String()
+// handle answers one request from peer, received on local (nil when
+// unknown or a broadcast address: the kernel then picks the source).
+func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.UDPAddr) {
+	ip := peer.IP.String()
+	log := s.log.With("ip", ip)
+	t, err := newTransfer(s, local, peer)
+	if err != nil {
+		log.Error("cannot answer", "err", err)
+		return
 	}
-	log := s.log.With("ip", ip, "file", name)
-	p, err := Clean(name)
+	defer t.close()
+	defer context.AfterFunc(ctx, t.close)()
+	s.active.Add(1)
+	defer s.active.Add(-1)
+
+	req, err := parseRequest(b)
+	if err != nil {
+		log.Debug("bad request", "bytes", len(b), "err", err)
+		t.sendError(errCodeIllegalOp, err.Error())
+		return
+	}
+	log = log.With("file", req.filename)
+	if req.op == opWRQ {
+		log.Warn("refused write request")
+		t.sendError(errCodeAccess, "writes are refused")
+		return
+	}
+	p, err := Clean(req.filename)
 	if err != nil {
 		log.Warn("refused file name", "err", err)
-		return err
+		t.sendError(errorCode(err), err.Error())
+		return
 	}
 	c, err := s.resolve(p, log)
 	if err != nil {
 		log.Debug("not found")
-		return err
+		t.sendError(errorCode(err), err.Error())
+		return
 	}
 	if c.mac != nil {
 		log = log.With("mac", c.mac.String())
 	}
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ot.SetSize(int64(len(c.data)))
+	data := c.data
+	if req.mode == "netascii" {
+		data, _ = io.ReadAll(netascii.ToReader(bytes.NewReader(data)))
 	}
+	prm := negotiate(req.options, len(data))
 	start := time.Now()
-	n, err := rf.ReadFrom(bytes.NewReader(c.data))
-	if err != nil {
-		log.Warn("transfer failed", "sent", n, "err", err)
-		return nil // the library has already told the client
+	if err := t.send(data, prm); err != nil {
+		log.Warn("transfer failed", "blksize", prm.blksize, "acked_blocks", t.acked, "err", err)
+		return
 	}
 	ev := events.Event{IP: ip, Stage: events.StageTFTP, Detail: p}
 	if c.mac != nil {
@@ -194,32 +253,70 @@ func (s *Server) read(name string, rf io.ReaderFrom) error {
 		ev.Detail = p + " -> " + c.gen
 	}
 	s.cfg.Events.Record(ev)
-	log.Info("sent", "bytes", n, "took", time.Since(start).Round(time.Millisecond), "generation", c.gen)
-	return nil
+	log.Info("sent", "bytes", len(data), "blksize", prm.blksize, "took", time.Since(start).Round(time.Millisecond), "generation", c.gen)
 }
 
-// Serve answers TFTP on conn until ctx ends.
-func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
-	srv := tftp.NewServer(s.read, nil)
-	// Tuned for a LAN: a lost packet is resent after 1 s and at once,
-	// where the library's defaults wait 5 s plus a random back-off.
-	srv.SetTimeout(time.Second)
-	srv.SetRetries(8)
-	srv.SetBackoff(func(int) time.Duration { return 0 })
-	// Honour the client's blksize up to RFC 2348's 65464 as tftpd-hpa
-	// does, rather than clamping it to the interface MTU.
-	srv.SetBlockSizeNegotiation(false)
-	go func() {
-		<-ctx.Done()
-		srv.Shutdown()
-		conn.Close()
-	}()
-	s.log.Info("serving boot files", "addr", conn.LocalAddr().String())
-	err := srv.Serve(conn)
-	if ctx.Err() != nil {
-		return nil
+func errorCode(err error) uint16 {
+	if errors.Is(err, errForbidden) {
+		return errCodeAccess
 	}
-	return err
+	return errCodeNotFound
+}
+
+// Serve answers TFTP on conn until ctx ends, then waits for the
+// transfers in progress to stop.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	// The address a request came to is the one its transfer answers from,
+	// so a master with several addresses answers from the right one.
+	var pc *ipv4.PacketConn
+	if uc, ok := conn.(*net.UDPConn); ok {
+		pc = ipv4.NewPacketConn(uc)
+		if pc.SetControlMessage(ipv4.FlagDst, true) != nil {
+			pc = nil
+		}
+	}
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	s.log.Info("serving boot files", "addr", conn.LocalAddr().String(), "busy_poll", s.busyPoll.String())
+	// RFC 2347 caps a request at 512 bytes; a little more is accepted.
+	buf := make([]byte, 2048)
+	for {
+		var (
+			n     int
+			peer  net.Addr
+			local net.IP
+			err   error
+		)
+		if pc != nil {
+			var cm *ipv4.ControlMessage
+			n, cm, peer, err = pc.ReadFrom(buf)
+			if cm != nil {
+				local = cm.Dst
+			}
+		} else {
+			n, peer, err = conn.ReadFrom(buf)
+		}
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("tftp: reading requests: %w", err)
+		}
+		ua, ok := peer.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		if local != nil && (local.Equal(net.IPv4bcast) || local.IsMulticast() || local.IsUnspecified()) {
+			local = nil
+		}
+		req := append([]byte(nil), buf[:n]...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.handle(ctx, req, local, ua)
+		}()
+	}
 }
 
 // ListenAndServe listens on a UDP address and serves until ctx ends.

@@ -72,7 +72,8 @@ func runServe(args []string) error {
 		start(func() error { return srv.ListenAndServe(ctx, cfg.NFS.Listen) })
 	}
 	if cfg.TFTP.Listen != "" {
-		srv := tftp.New(tftp.Config{Planner: planner, Store: st, Loaders: cfg.TFTP.Loaders, Events: evs, Logger: log})
+		srv := tftp.New(tftp.Config{Planner: planner, Store: st, Loaders: cfg.TFTP.Loaders, Events: evs, Logger: log,
+			BusyPoll: cfg.TFTP.BusyPollDuration()})
 		start(func() error { return srv.ListenAndServe(ctx, cfg.TFTP.Listen) })
 	}
 	if cfg.Syslog.Listen != "" {

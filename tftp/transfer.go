@@ -1,0 +1,203 @@
+package tftp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A transfer sends one file to one client from its own socket (the
+// server's transfer ID, RFC 1350), connected to the client's address so
+// the kernel drops anything from another peer.
+//
+// Why not pin/tftp's sender: TFTP is a ping-pong, so a transfer's speed
+// is the round trip, and on an idle master most of the round trip is the
+// server thread waking up for each ACK. bootd therefore busy-polls its
+// socket for a short while after each DATA before it sleeps (as Linux's
+// SO_BUSY_POLL does for NIC queues), which pin/tftp, reading through Go's
+// netpoller with a deadline per block, gives no way to do. Measured in
+// bench/tftp.sh; the README has the figures.
+type transfer struct {
+	conn *net.UDPConn
+	raw  syscall.RawConn
+	s    *Server
+
+	timeout  time.Duration
+	deadline time.Time // the socket's read deadline, set lazily
+	in       []byte
+	// rtt is the last send-to-ACK time: a client slower than the spin
+	// budget is not spun for.
+	rtt time.Duration
+	// waits counts ACK waits; every 64th spins whatever the last round
+	// trip, so a transfer that once stalled can find out it need not sleep.
+	waits int
+	acked int // the last block acknowledged
+}
+
+var errGaveUp = errors.New("no answer from the client")
+
+// errClient is an ERROR packet from the client, which ends a transfer.
+type errClient struct{ code uint16 }
+
+func (e errClient) Error() string { return fmt.Sprintf("the client sent error %d", e.code) }
+
+func newTransfer(s *Server, local net.IP, peer *net.UDPAddr) (*transfer, error) {
+	conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: local}, peer)
+	if err != nil {
+		return nil, fmt.Errorf("opening a transfer socket: %w", err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &transfer{conn: conn, raw: raw, s: s, timeout: s.timeout, in: make([]byte, 1500)}, nil
+}
+
+func (t *transfer) close() { t.conn.Close() }
+
+func (t *transfer) sendError(code uint16, msg string) {
+	t.conn.Write(appendError(nil, code, msg))
+}
+
+// send runs the transfer: the OACK when options were accepted, then the
+// data in blocks of p.blksize, p.window blocks per ACK (RFC 7440; 1 is
+// plain lockstep). Block numbers wrap from 65535 to 0, as tftpd-hpa,
+// iPXE and curl expect of files over 65535 blocks.
+func (t *transfer) send(data []byte, p params) error {
+	if p.timeout > 0 {
+		t.timeout = p.timeout
+	}
+	if len(p.oack) > 0 {
+		oack := appendOACK(nil, p.oack)
+		if err := t.exchange(func() error { _, err := t.conn.Write(oack); return err }, 0, 0); err != nil {
+			return err
+		}
+	}
+	// Block i (1-based) holds data[(i-1)*blksize:]; the last one is short,
+	// empty when the size is a multiple of blksize.
+	last := len(data)/p.blksize + 1
+	pkt := make([]byte, 4+p.blksize)
+	binary.BigEndian.PutUint16(pkt, opDATA)
+	next := 1 // the first block not yet acknowledged
+	for next <= last {
+		end := min(next+p.window-1, last)
+		sendWindow := func() error {
+			for i := next; i <= end; i++ {
+				off := (i - 1) * p.blksize
+				n := copy(pkt[4:], data[min(off, len(data)):])
+				binary.BigEndian.PutUint16(pkt[2:], uint16(i))
+				if _, err := t.conn.Write(pkt[:4+n]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := t.exchange(sendWindow, next-1, end); err != nil {
+			return err
+		}
+		next = t.acked + 1
+	}
+	return nil
+}
+
+// exchange sends with send and waits for an ACK of a block in (from, to]
+// (block numbers as ints; a window's ACK may be any block in it, after
+// which the rest is resent, RFC 7440). It resends on timeout, up to the
+// server's retries, and ignores duplicate ACKs of earlier blocks: answering
+// those is what makes the "Sorcerer's Apprentice" storm of RFC 1123.
+// For the OACK, from = to = 0 and ACK 0 is awaited.
+func (t *transfer) exchange(send func() error, from, to int) error {
+	for try := 0; ; try++ {
+		if try > t.s.retries {
+			return errGaveUp
+		}
+		if err := send(); err != nil {
+			return fmt.Errorf("sending: %w", err)
+		}
+		sent := time.Now()
+		until := sent.Add(t.timeout)
+		for {
+			n, err := t.read(until)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break // resend
+				}
+				return err
+			}
+			block, ok, isErr := parseAck(t.in[:n])
+			if isErr {
+				return errClient{binary.BigEndian.Uint16(t.in[2:4])}
+			}
+			if !ok {
+				continue
+			}
+			if to == 0 {
+				if block == 0 {
+					t.rtt = time.Since(sent)
+					t.acked = 0
+					return nil
+				}
+				continue
+			}
+			// The block acknowledged, as an int: the one in [from, to]
+			// whose low 16 bits match.
+			k := from + int(block-uint16(from))
+			if k <= from || k > to {
+				continue
+			}
+			t.rtt = time.Since(sent)
+			t.acked = k
+			return nil
+		}
+	}
+}
+
+// read waits for a packet until until. The socket's deadline is moved
+// only when it falls short, by a quarter timeout more, so that most
+// blocks cost no timer update; a lost packet is then resent at most a
+// quarter timeout late.
+func (t *transfer) read(until time.Time) (int, error) {
+	if t.deadline.Before(until) {
+		t.deadline = until.Add(t.timeout / 4)
+		if err := t.conn.SetReadDeadline(t.deadline); err != nil {
+			return 0, err
+		}
+	}
+	t.waits++
+	spin := t.s.busyPoll > 0 && (t.rtt < t.s.busyPoll || t.waits%64 == 0) && t.s.active.Load() <= t.s.spinners
+	var start time.Time
+	if spin {
+		start = time.Now()
+	}
+	var n int
+	var rerr error
+	err := t.raw.Read(func(fd uintptr) bool {
+		for i := 1; ; i++ {
+			n, rerr = unix.Read(int(fd), t.in)
+			if rerr != unix.EAGAIN && rerr != unix.EINTR {
+				return true
+			}
+			if !spin {
+				return false // sleep in the netpoller until readable
+			}
+			if i%32 == 0 && time.Since(start) > t.s.busyPoll {
+				spin = false
+				return false
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	return n, nil
+}
