@@ -12,12 +12,17 @@
 # (images/bench/1/{vmlinuz,initrd.img}); tftpd-hpa's tree holds hard links
 # to the files in bootd's image store.
 #
-# Servers are pinned to CPU $SERVER_CPU and clients to CPU $CLIENT_CPU with
-# taskset (bootd's Go runtime then runs with GOMAXPROCS=1, and every
-# tftpd-hpa child inherits the same single CPU). Only 127.0.0.1 is used.
+# Clients are pinned to CPU $CLIENT_CPU with taskset. Each server runs twice:
+# pinned to CPU $SERVER_CPU (bootd's Go runtime then has GOMAXPROCS=1, and
+# every tftpd-hpa child inherits the same single CPU), which measures what
+# a server does with one CPU, and free on all CPUs, the way a master runs
+# them. bootd busy-polls for ACKs only with two CPUs or more (tftp.busy_poll),
+# so the pinned bootd never does. Single-client runs are made against both
+# pairs, storms against the pinned pair. Only 127.0.0.1 is used.
 #
 # Usage: bash bench/tftp.sh   (as root; safe to run again)
 # Knobs (environment): RUNS=5 CLIENTS=32 STORM_RUNS=3 SAME_CPU=1 BOOTD_PORT=6969 HPA_PORT=6970
+#   (the free servers use BOOTD_PORT+10 and HPA_PORT+10)
 #   SERVER_CPU=0 CLIENT_CPU=1 KERNEL_MIB=64 INITRD_MIB=16
 # Raw output: bench/out/tftp/ (gitignored).
 set -euo pipefail
@@ -122,7 +127,7 @@ still_quiet() {
   ((busy < QUIET_BUSY))
 }
 
-for port in "$BOOTD_PORT" "$HPA_PORT"; do
+for port in "$BOOTD_PORT" "$HPA_PORT" $((BOOTD_PORT + 10)) $((HPA_PORT + 10)); do
   if ss -Huan "sport = :$port" | grep -q .; then
     echo "UDP port $port is in use; set BOOTD_PORT/HPA_PORT" >&2
     exit 1
@@ -166,9 +171,14 @@ nfs: {listen: ""}
 defaults: {image: bench, console: "ttyS0,115200n8"}
 unknown_nodes: boot
 EOF
+sed "s/:$BOOTD_PORT\"/:$((BOOTD_PORT + 10))\"/" "$OUT/bootd.yaml" >"$OUT/bootd-free.yaml"
 taskset -c "$SERVER_CPU" "$OUT/bootd" serve --config "$OUT/bootd.yaml" >"$OUT/bootd.log" 2>&1 &
 pids+=($!)
 taskset -c "$SERVER_CPU" in.tftpd -L -a "127.0.0.1:$HPA_PORT" -s "$HPA_DIR" >"$OUT/tftpd-hpa.log" 2>&1 &
+pids+=($!)
+"$OUT/bootd" serve --config "$OUT/bootd-free.yaml" >"$OUT/bootd-free.log" 2>&1 &
+pids+=($!)
+in.tftpd -L -a "127.0.0.1:$((HPA_PORT + 10))" -s "$HPA_DIR" >"$OUT/tftpd-hpa-free.log" 2>&1 &
 pids+=($!)
 # cpu_ticks: busy clock ticks of the server CPU so far (tftpd-hpa forks a
 # child per transfer and does not reap them into its own CPU times, so the
@@ -176,9 +186,13 @@ pids+=($!)
 cpu_ticks() { awk -v c="cpu$SERVER_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 TICK=$(getconf CLK_TCK)
 
-url() { # SERVER FILE
+url() { # SERVER FILE; SERVER is bootd, hpa, bootd-free or hpa-free
   local port=$BOOTD_PORT
-  [ "$1" = hpa ] && port=$HPA_PORT
+  case $1 in
+  hpa) port=$HPA_PORT ;;
+  bootd-free) port=$((BOOTD_PORT + 10)) ;;
+  hpa-free) port=$((HPA_PORT + 10)) ;;
+  esac
   echo "tftp://127.0.0.1:$port/images/bench/1/$2"
 }
 # fetch SERVER FILE BLKSIZE DEST: prints "bytes seconds", fails with curl
@@ -187,8 +201,8 @@ fetch() {
     -o "$4" -w '%{size_download} %{time_total}\n' "$(url "$1" "$2")"
 }
 
-# Wait until both answer.
-for s in bootd hpa; do
+# Wait until all answer.
+for s in bootd hpa bootd-free hpa-free; do
   ok=0
   for _ in $(seq 50); do
     if fetch "$s" initrd.img 1468 /dev/null >/dev/null 2>&1; then
@@ -230,12 +244,13 @@ done
 mibs() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.2f", b / t / 1048576 }'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# single KEY BLKSIZE: RUNS pairs of runs (bootd, then tftpd-hpa), each pair
+# single KEY BLKSIZE [SUFFIX]: RUNS pairs of runs (bootd, then tftpd-hpa;
+# the free pair with SUFFIX=-free), each pair
 # repeated while the machine got busy during it. Sets result[KEY.bootd],
 # result[KEY.hpa] (median MiB/s) and result[KEY.ratio] (median of the
 # per-pair ratios, which cancels drift between pairs).
 single() {
-  local key=$1 bs=$2 r s bytes secs tries
+  local key=$1 bs=$2 sfx=${3:-} r s bytes secs tries
   declare -A got
   for s in bootd hpa ratio; do : >"$OUT/$key.$s"; done
   for r in $(seq "$RUNS"); do
@@ -243,13 +258,13 @@ single() {
     while :; do
       wait_quiet
       for s in bootd hpa; do
-        read -r bytes secs < <(fetch "$s" vmlinuz "$bs" /dev/null)
+        read -r bytes secs < <(fetch "$s$sfx" vmlinuz "$bs" /dev/null)
         if [ "$bytes" != $((KERNEL_MIB * 1048576)) ]; then
           log "$key $s run $r: short transfer ($bytes bytes)"
           exit 1
         fi
         got[$s]=$(mibs "$bytes" "$secs")
-        log "$key run=$r $s: $bytes bytes in ${secs}s = ${got[$s]} MiB/s"
+        log "$key run=$r $s$sfx: $bytes bytes in ${secs}s = ${got[$s]} MiB/s"
       done
       still_quiet && break
       tries=$((tries + 1))
@@ -271,6 +286,7 @@ single() {
 declare -A result
 for bs in 512 1468; do
   single "single$bs" "$bs"
+  single "free$bs" "$bs" -free
 done
 # The same with curl on the server's CPU: a TFTP transfer is a ping-pong,
 # and across two vCPUs each packet waits for a cross-CPU wake-up; on one
@@ -354,15 +370,15 @@ for bs in 1468 512; do
 done
 
 # --- bootd's log -------------------------------------------------------------------------
-warn=$(grep -cE 'level=(WARN|ERROR)' "$OUT/bootd.log" || true)
-log "bootd log: $(wc -l <"$OUT/bootd.log") lines, $warn WARN/ERROR"
-grep -E 'level=(WARN|ERROR)' "$OUT/bootd.log" | head -20 | tee -a "$RAW" || true
+warn=$(cat "$OUT/bootd.log" "$OUT/bootd-free.log" | grep -cE 'level=(WARN|ERROR)' || true)
+log "bootd logs: $(cat "$OUT/bootd.log" "$OUT/bootd-free.log" | wc -l) lines, $warn WARN/ERROR"
+grep -hE 'level=(WARN|ERROR)' "$OUT/bootd.log" "$OUT/bootd-free.log" | head -20 | tee -a "$RAW" || true
 
 # --- table ---------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 {
   echo
-  echo "TFTP on 127.0.0.1, servers on CPU $SERVER_CPU, curl on CPU $CLIENT_CPU (taskset)"
+  echo "TFTP on 127.0.0.1, servers on CPU $SERVER_CPU unless free, curl on CPU $CLIENT_CPU (taskset)"
   fmt='%-48s | %-13s | %-13s | %s\n'
   # shellcheck disable=SC2059 # the format is ours
   printf "$fmt" test bootd tftpd-hpa "ratio (bootd/tftpd-hpa)"
@@ -371,6 +387,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
     printf "$fmt" "single $KERNEL_MIB MiB, blksize $bs (median of $RUNS)" \
       "${result[single$bs.bootd]} MiB/s" "${result[single$bs.hpa]} MiB/s" \
       "$(ratio "${result[single$bs.bootd]}" "${result[single$bs.hpa]}") (median of pair ratios ${result[single$bs.ratio]}x)"
+    printf "$fmt" "  the same, servers free on all CPUs" \
+      "${result[free$bs.bootd]} MiB/s" "${result[free$bs.hpa]} MiB/s" \
+      "$(ratio "${result[free$bs.bootd]}" "${result[free$bs.hpa]}") (median of pair ratios ${result[free$bs.ratio]}x)"
   done
   for bs in 1468 512; do
     printf "$fmt" "storm $CLIENTS x $INITRD_MIB MiB, blksize $bs (median of $STORM_RUNS)" \

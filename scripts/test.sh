@@ -14,4 +14,5 @@ echo "== fuzzing the decoders briefly"
 go test -run '^$' -fuzz '^FuzzDispatch$' -fuzztime 20s ./nfs
 go test -run '^$' -fuzz '^FuzzReadRecord$' -fuzztime 10s ./nfs
 go test -run '^$' -fuzz '^FuzzReply$' -fuzztime 15s ./dhcp
+go test -run '^$' -fuzz '^FuzzParseRequest$' -fuzztime 10s ./tftp
 echo "== all tests passed"

@@ -243,7 +243,15 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 	prm := negotiate(req.options, len(data))
 	start := time.Now()
 	if err := t.send(data, prm); err != nil {
-		log.Warn("transfer failed", "blksize", prm.blksize, "acked_blocks", t.acked, "err", err)
+		var ec errClient
+		switch {
+		case ctx.Err() != nil:
+		case errors.As(err, &ec):
+			// Loaders end transfers on purpose, e.g. after learning tsize.
+			log.Info("client ended the transfer", "acked_blocks", t.acked, "code", ec.code)
+		default:
+			log.Warn("transfer failed", "blksize", prm.blksize, "acked_blocks", t.acked, "err", err)
+		}
 		return
 	}
 	ev := events.Event{IP: ip, Stage: events.StageTFTP, Detail: p}
@@ -301,6 +309,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
+			conn.Close()
 			return fmt.Errorf("tftp: reading requests: %w", err)
 		}
 		ua, ok := peer.(*net.UDPAddr)
