@@ -51,9 +51,10 @@ type Config struct {
 	CacheBytes int64
 	// BusyPoll is how long a transfer polls its socket for the next ACK
 	// before it sleeps; 0 never polls. It is used only while no more
-	// transfers run than a quarter of the CPUs (at least one), and only
-	// with two CPUs or more, so that polling never takes a CPU another
-	// transfer or the NFS server needs.
+	// transfers run than a quarter of the CPUs (at least one), only with
+	// two CPUs or more, and only while other processes leave a whole CPU
+	// idle (spare.go), so that polling never takes a CPU another transfer,
+	// the NFS server or another program needs.
 	BusyPoll time.Duration
 	// Timeout is the wait for an ACK before a block is resent (default
 	// 1 s: on a LAN a lost packet is best resent soon), and Retries the
@@ -73,6 +74,7 @@ type Server struct {
 	busyPoll time.Duration
 	spinners int32        // transfers that may busy-poll at once
 	active   atomic.Int32 // transfers running
+	spare    spareCPUs
 }
 
 // New returns a server for cfg.
@@ -284,6 +286,10 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		}
 	}
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	if s.busyPoll > 0 {
+		s.spare.log = s.log
+		go s.spare.run(ctx, runtime.NumCPU())
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	s.log.Info("serving boot files", "addr", conn.LocalAddr().String(), "busy_poll", s.busyPoll.String())

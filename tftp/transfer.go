@@ -171,7 +171,7 @@ func (t *transfer) read(until time.Time) (int, error) {
 		}
 	}
 	t.waits++
-	spin := t.s.busyPoll > 0 && (t.rtt < t.s.busyPoll || t.waits%64 == 0) && t.s.active.Load() <= t.s.spinners
+	spin := t.s.busyPoll > 0 && (t.rtt < t.s.busyPoll || t.waits%64 == 0) && t.s.active.Load() <= t.s.spinners && t.s.spare.ok.Load()
 	var start time.Time
 	if spin {
 		start = time.Now()
