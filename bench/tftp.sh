@@ -74,58 +74,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- wait for other benchmarks and a quiet machine ----------------------------
-# cpu_busy: percent of all CPUs busy over 2 s, from /proc/stat.
-cpu_busy() {
-  local a b i tot=0 idle
-  read -ra a < <(head -1 /proc/stat)
-  sleep 2
-  read -ra b < <(head -1 /proc/stat)
-  idle=$((b[4] + b[5] - a[4] - a[5]))
-  for i in 1 2 3 4 5 6 7 8; do tot=$((tot + b[i] - a[i])); done
-  echo $((tot > 0 ? 100 * (tot - idle) / tot : 0))
-}
-# wait_quiet: until bench/nfs.sh is gone (the character class keeps pgrep
-# from matching a shell whose command line holds the pattern) and the CPUs
-# are under QUIET_BUSY% busy; at most QUIET_WAIT s, then go on with a warning.
-QUIET_BUSY=${QUIET_BUSY:-25}
-QUIET_WAIT=${QUIET_WAIT:-3600}
-wait_quiet() {
-  local waited=0 busy
-  while :; do
-    if pgrep -f 'bench/[n]fs\.sh' >/dev/null; then
-      busy="bench/nfs.sh running"
-    else
-      busy=$(cpu_busy)
-      if ((busy < QUIET_BUSY)); then
-        echo "machine quiet: ${busy}% CPU busy"
-        return 0
-      fi
-      busy="${busy}% CPU busy"
-    fi
-    if ((waited >= QUIET_WAIT)); then
-      echo "WARNING: going on although the machine is not quiet ($busy); results may be disturbed" | tee -a "$RAW" >&2
-      return 0
-    fi
-    if ((waited % 60 == 0)); then echo "waiting for a quiet machine ($busy)..."; fi
-    sleep 8
-    waited=$((waited + 10))
-  done
-}
-# still_quiet: whether the machine is quiet right after a measurement, our
-# servers idle (sets quiet_why otherwise). A measurement after which it is
-# not is run again, at most MAX_REDO times.
-MAX_REDO=${MAX_REDO:-3}
-disturbed=0
-still_quiet() {
-  local busy
-  if pgrep -f 'bench/[n]fs\.sh' >/dev/null; then
-    quiet_why="bench/nfs.sh running"
-    return 1
-  fi
-  busy=$(cpu_busy)
-  quiet_why="${busy}% CPU busy"
-  ((busy < QUIET_BUSY))
-}
+# shellcheck source=bench/quiet.sh
+source "$ROOT/bench/quiet.sh"
 
 for port in "$BOOTD_PORT" "$HPA_PORT" $((BOOTD_PORT + 10)) $((HPA_PORT + 10)); do
   if ss -Huan "sport = :$port" | grep -q .; then
@@ -222,7 +172,7 @@ wait_quiet
 log "# bench/tftp.sh $(date -u +%FT%TZ)"
 log "# bootd $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty'), $(go version | cut -d' ' -f3)"
 log "# $(in.tftpd -V 2>&1 | head -1); $(curl --version | head -1 | cut -d' ' -f1-2)"
-log "# $(nproc) CPUs; servers pinned to CPU $SERVER_CPU, clients (curl) to CPU $CLIENT_CPU (taskset)"
+log "# $(nproc) CPUs; one pair of servers pinned to CPU $SERVER_CPU, one free; clients (curl) on CPU $CLIENT_CPU (taskset)"
 log "# loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- integrity ---------------------------------------------------------------------
@@ -266,14 +216,7 @@ single() {
         got[$s]=$(mibs "$bytes" "$secs")
         log "$key run=$r $s$sfx: $bytes bytes in ${secs}s = ${got[$s]} MiB/s"
       done
-      still_quiet && break
-      tries=$((tries + 1))
-      if ((tries > MAX_REDO)); then
-        log "  machine busy after run $r; kept it all the same"
-        disturbed=$((disturbed + 1))
-        break
-      fi
-      log "  machine got busy during run $r ($quiet_why); running it again"
+      redo_check "run $r" && break
     done
     for s in bootd hpa; do echo "${got[$s]}" >>"$OUT/$key.$s"; done
     awk -v a="${got[bootd]}" -v b="${got[hpa]}" 'BEGIN { printf "%.3f\n", a / b }' >>"$OUT/$key.ratio"
@@ -349,14 +292,7 @@ for bs in 1468 512; do
       while :; do
         wait_quiet
         storm "$s" "$bs"
-        still_quiet && break
-        tries=$((tries + 1))
-        if ((tries > MAX_REDO)); then
-          log "  machine busy after storm $s $bs; kept it all the same"
-          disturbed=$((disturbed + 1))
-          break
-        fi
-        log "  machine got busy during storm $s $bs ($quiet_why); running it again"
+        redo_check "storm $s $bs" && break
       done
       echo "$storm_mibs" >>"$OUT/storm.$s.$bs.mibs"
       echo "$storm_cpu" >>"$OUT/storm.$s.$bs.cpu"

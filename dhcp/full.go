@@ -429,11 +429,12 @@ func (f *Full) answer(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, a netip.Addr, l
 		f.cfg.Events.Record(events.Event{MAC: req.ClientHWAddr.String(), IP: a.String(), Stage: events.StageDHCP,
 			Detail: fmt.Sprintf("lease %s %s", a, file)})
 	}
+	// An ACK is worth a line each; a storm's OFFERs only when debugging.
+	level := slog.LevelDebug
 	if mt == dhcpv4.MessageTypeAck {
-		log.Info("answered", "reply", mt.String(), "ip", a.String(), "file", file)
-	} else {
-		log.Debug("answered", "reply", mt.String(), "ip", a.String(), "file", file)
+		level = slog.LevelInfo
 	}
+	log.Log(context.Background(), level, "answered", "reply", mt.String(), "ip", a.String(), "file", file)
 	return resp, f.dest(req)
 }
 

@@ -22,11 +22,9 @@ const (
 
 // TFTP error codes (RFC 1350, RFC 2347).
 const (
-	errCodeUndefined = 0
 	errCodeNotFound  = 1
 	errCodeAccess    = 2
 	errCodeIllegalOp = 4
-	errCodeOption    = 8
 )
 
 // Option limits. blksize follows RFC 2348 (8..65464); windowsize is
@@ -146,7 +144,7 @@ func appendError(b []byte, code uint16, msg string) []byte {
 	return append(b, 0)
 }
 
-// ack decodes an ACK; ok is false for any other packet. isError reports
+// parseAck decodes an ACK; ok is false for any other packet. isError reports
 // an ERROR packet, with which the client ends the transfer.
 func parseAck(b []byte) (block uint16, ok, isError bool) {
 	if len(b) < 4 {

@@ -21,8 +21,7 @@ import (
 // counts the CPUs that neither sat idle nor ran bootd as busy with other
 // work; polling is allowed while at least minSpare CPUs are left.
 type spareCPUs struct {
-	ok  atomic.Bool
-	log *slog.Logger
+	ok atomic.Bool
 }
 
 const (
@@ -71,8 +70,8 @@ func cpuTimes() (total, idle, self uint64, err error) {
 	return total, idle, ut + st, nil
 }
 
-// run samples until ctx ends.
-func (s *spareCPUs) run(ctx context.Context, ncpu int) {
+// run samples until ctx ends, logging each change at debug level.
+func (s *spareCPUs) run(ctx context.Context, ncpu int, log *slog.Logger) {
 	t0, i0, s0, err := cpuTimes()
 	if err != nil {
 		return // unknown: never poll
@@ -95,7 +94,7 @@ func (s *spareCPUs) run(ctx context.Context, ncpu int) {
 			free := float64((i1-i0)+(s1-s0)) / float64(dt) * float64(ncpu)
 			if ok := free >= minSpare; ok != s.ok.Load() {
 				s.ok.Store(ok)
-				s.log.Debug("busy polling "+map[bool]string{true: "allowed", false: "off"}[ok], "spare_cpus", strconv.FormatFloat(free, 'f', 2, 64))
+				log.Debug("busy polling "+map[bool]string{true: "allowed", false: "off"}[ok], "spare_cpus", strconv.FormatFloat(free, 'f', 2, 64))
 			}
 		}
 		t0, i0, s0 = t1, i1, s1

@@ -31,10 +31,9 @@ func TestCPUTimes(t *testing.T) {
 // otherwise (as if it had 64 CPUs); it stops when the context ends.
 func TestSpareCPUs(t *testing.T) {
 	var s spareCPUs
-	s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { s.run(ctx, 64); close(done) }() // as if 64 CPUs: surely one spare
+	go func() { s.run(ctx, 64, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }() // as if 64 CPUs: surely one spare
 	deadline := time.Now().Add(3 * time.Second)
 	for !s.ok.Load() && time.Now().Before(deadline) {
 	}

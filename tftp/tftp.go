@@ -56,11 +56,6 @@ type Config struct {
 	// idle (spare.go), so that polling never takes a CPU another transfer,
 	// the NFS server or another program needs.
 	BusyPoll time.Duration
-	// Timeout is the wait for an ACK before a block is resent (default
-	// 1 s: on a LAN a lost packet is best resent soon), and Retries the
-	// resends of one block before a transfer is given up (default 8).
-	Timeout time.Duration
-	Retries int
 }
 
 // Server is the TFTP server.
@@ -69,8 +64,6 @@ type Server struct {
 	log   *slog.Logger
 	cache *fileCache
 
-	timeout  time.Duration
-	retries  int
 	busyPoll time.Duration
 	spinners int32        // transfers that may busy-poll at once
 	active   atomic.Int32 // transfers running
@@ -86,14 +79,7 @@ func New(cfg Config) *Server {
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 1 << 30
 	}
-	s := &Server{cfg: cfg, log: log.With("service", "tftp"), cache: newFileCache(cfg.CacheBytes),
-		timeout: cfg.Timeout, retries: cfg.Retries, busyPoll: cfg.BusyPoll}
-	if s.timeout <= 0 {
-		s.timeout = time.Second
-	}
-	if s.retries <= 0 {
-		s.retries = 8
-	}
+	s := &Server{cfg: cfg, log: log.With("service", "tftp"), cache: newFileCache(cfg.CacheBytes), busyPoll: cfg.BusyPoll}
 	if procs := runtime.GOMAXPROCS(0); procs >= 2 && runtime.NumCPU() >= 2 {
 		s.spinners = int32(max(1, procs/4))
 	} else {
@@ -287,8 +273,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	}
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if s.busyPoll > 0 {
-		s.spare.log = s.log
-		go s.spare.run(ctx, runtime.NumCPU())
+		go s.spare.run(ctx, runtime.NumCPU(), s.log)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()

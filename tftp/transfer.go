@@ -40,6 +40,15 @@ type transfer struct {
 	acked int // the last block acknowledged
 }
 
+// A block is resent after resendAfter without its ACK (the client's
+// timeout option overrides it): on a LAN a lost packet is best resent soon,
+// where pin/tftp waited 5 s plus a random back-off. A transfer is given up
+// after maxResends resends of one block.
+const (
+	resendAfter = time.Second
+	maxResends  = 8
+)
+
 var errGaveUp = errors.New("no answer from the client")
 
 // errClient is an ERROR packet from the client, which ends a transfer.
@@ -57,7 +66,7 @@ func newTransfer(s *Server, local net.IP, peer *net.UDPAddr) (*transfer, error) 
 		conn.Close()
 		return nil, err
 	}
-	return &transfer{conn: conn, raw: raw, s: s, timeout: s.timeout, in: make([]byte, 1500)}, nil
+	return &transfer{conn: conn, raw: raw, s: s, timeout: resendAfter, in: make([]byte, 1500)}, nil
 }
 
 func (t *transfer) close() { t.conn.Close() }
@@ -110,12 +119,12 @@ func (t *transfer) send(data []byte, p params) error {
 // exchange sends with send and waits for an ACK of a block in (from, to]
 // (block numbers as ints; a window's ACK may be any block in it, after
 // which the rest is resent, RFC 7440). It resends on timeout, up to the
-// server's retries, and ignores duplicate ACKs of earlier blocks: answering
+// maxResends, and ignores duplicate ACKs of earlier blocks: answering
 // those is what makes the "Sorcerer's Apprentice" storm of RFC 1123.
 // For the OACK, from = to = 0 and ACK 0 is awaited.
 func (t *transfer) exchange(send func() error, from, to int) error {
 	for try := 0; ; try++ {
-		if try > t.s.retries {
+		if try > maxResends {
 			return errGaveUp
 		}
 		if err := send(); err != nil {
