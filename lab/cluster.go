@@ -61,11 +61,11 @@ func (o *Options) defaults() {
 	if o.Firmware == "" {
 		o.Firmware = "mixed"
 	}
-	if o.Image == "" {
-		o.Image = "bookworm"
-	}
 	if o.Suite == "" {
-		o.Suite = "bookworm"
+		o.Suite = "trixie"
+	}
+	if o.Image == "" {
+		o.Image = o.Suite
 	}
 	if o.Name == "" {
 		o.Name = "bootdlab"

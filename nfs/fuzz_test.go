@@ -43,7 +43,9 @@ func FuzzDispatch(f *testing.F) {
 	for proc := uint32(0); proc <= 6; proc++ {
 		f.Add(call(progMount, 3, proc, enc("/demo/1")))
 	}
-	f.Add(call(100227, 3, 0, nil))
+	for proc := uint32(0); proc <= 3; proc++ {
+		f.Add(call(progNFSACL, 3, proc, enc(file, uint32(15), uint32(0), uint32(0), uint32(0), uint32(0))))
+	}
 	f.Add([]byte{0, 0, 0, 1})
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		out := s.dispatch(s.log, netip.MustParseAddrPort("127.0.0.1:800"), rec, nil)

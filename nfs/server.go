@@ -278,28 +278,29 @@ func (s *Server) dispatch(log *slog.Logger, peer netip.AddrPort, rec []byte, out
 		return w.b
 	}
 	c := &call{s: s, log: log, peer: peer, h: h, args: r, w: w}
+	// NFS, MOUNT and NFSACL are all served at version 3 only.
 	switch h.prog {
-	case progNFS:
-		if h.vers != 3 {
-			replyHeader(w, h.xid, acceptProgMismatch)
-			w.u32(3)
-			w.u32(3)
-			return w.b
-		}
-		c.nfs()
-	case progMount:
-		if h.vers != 3 {
-			replyHeader(w, h.xid, acceptProgMismatch)
-			w.u32(3)
-			w.u32(3)
-			return w.b
-		}
-		c.mount()
+	case progNFS, progMount, progNFSACL:
 	default:
-		// NLM, NFSACL and the like: PROG_UNAVAIL tells a Linux client to
-		// stop asking, where PROC_UNAVAIL would have it retry.
+		// NLM and the like: PROG_UNAVAIL tells a Linux client to stop
+		// asking, where PROC_UNAVAIL would have it retry.
 		log.Debug("program unavailable", "prog", h.prog, "vers", h.vers)
 		replyHeader(w, h.xid, acceptProgUnavail)
+		return w.b
+	}
+	if h.vers != 3 {
+		replyHeader(w, h.xid, acceptProgMismatch)
+		w.u32(3)
+		w.u32(3)
+		return w.b
+	}
+	switch h.prog {
+	case progNFS:
+		c.nfs()
+	case progMount:
+		c.mount()
+	case progNFSACL:
+		c.nfsacl()
 	}
 	return w.b
 }

@@ -541,8 +541,11 @@ func TestAccessControl(t *testing.T) {
 func TestRPCEdges(t *testing.T) {
 	fx := makeFixture(t, false)
 	rc := dialRaw(t, serve(t, fx.store, nil))
-	if rep := rc.call(100227, 3, 0, nil); rep.denied || rep.stat != acceptProgUnavail {
-		t.Errorf("NFSACL NULL: %+v, want PROG_UNAVAIL", rep)
+	if rep := rc.call(progNFSACL, 3, 0, nil); rep.denied || rep.stat != acceptSuccess {
+		t.Errorf("NFSACL NULL: %+v, want SUCCESS", rep)
+	}
+	if rep := rc.call(progNFSACL, 2, 0, nil); rep.stat != acceptProgMismatch {
+		t.Errorf("NFSACL v2 NULL: %+v, want PROG_MISMATCH", rep)
 	}
 	if rep := rc.call(100021, 4, 0, nil); rep.stat != acceptProgUnavail {
 		t.Errorf("NLM NULL: %+v, want PROG_UNAVAIL", rep)

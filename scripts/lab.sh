@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lab.sh: the main job. Builds bootd, then `bootd lab up`: a Debian 12 image
+# lab.sh: the main job. Builds bootd, then `bootd lab up`: a Debian 13 image
 # (built on first run, packages cached), a site DHCP server (dnsmasq), bootd
 # as the master in proxy mode, and two QEMU nodes (BIOS + e1000, UEFI +
 # virtio-net) that PXE-boot to a login prompt, all inside network

@@ -10,9 +10,10 @@ echo "== go vet"
 go vet ./...
 echo "== go test (all: unit, real clients, QEMU boots, the end-to-end lab)"
 go test -count=1 -timeout 45m ./...
-echo "== fuzzing the decoders briefly"
-go test -run '^$' -fuzz '^FuzzDispatch$' -fuzztime 20s ./nfs
-go test -run '^$' -fuzz '^FuzzReadRecord$' -fuzztime 10s ./nfs
-go test -run '^$' -fuzz '^FuzzReply$' -fuzztime 15s ./dhcp
-go test -run '^$' -fuzz '^FuzzParseRequest$' -fuzztime 10s ./tftp
+echo "== fuzzing every decoder briefly (bench/fuzz.sh, each target)"
+# Execution-count budgets, not durations: Go 1.26's fuzz coordinator can end
+# a timed run with "context deadline exceeded" and no failing input
+# (golang/go#75804); a count budget never reaches that path. A few seconds a
+# target here; FUZZTIME=10m bash bench/fuzz.sh is the long run.
+FUZZTIME=200000x bash bench/fuzz.sh
 echo "== all tests passed"

@@ -20,7 +20,7 @@ import (
 )
 
 const imageUsage = `usage:
-  bootd image build NAME --suite bookworm|trixie [--mirror URL] [--include pkg,...] [--hook SCRIPT] [--no-publish]
+  bootd image build NAME [--suite trixie|bookworm] [--mirror URL] [--include pkg,...] [--hook SCRIPT] [--no-publish]
   bootd image list
   bootd image publish NAME GEN
   bootd image rollback NAME
@@ -37,7 +37,7 @@ func runImage(args []string) error {
 	var hooks multiFlag
 	var noPublish *bool
 	if sub == "build" {
-		suite = fs.String("suite", "bookworm", "Debian suite: bookworm (12) or trixie (13)")
+		suite = fs.String("suite", "trixie", "Debian suite: trixie (13, today's stable) or bookworm (12)")
 		mirror = fs.String("mirror", "", "Debian mirror `URL` (default image.mirror, or "+image.DefaultMirror+")")
 		include = fs.String("include", "", "extra packages, comma-separated")
 		fs.Var(&hooks, "hook", "`SCRIPT` run with the prepared root as $1 (repeatable)")

@@ -19,7 +19,7 @@ import (
 )
 
 const labUsage = `usage:
-  bootd lab up [--nodes N] [--firmware bios|uefi|mixed] [--image NAME] [--suite bookworm|trixie] [--dir DIR]
+  bootd lab up [--nodes N] [--firmware bios|uefi|mixed] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
   bootd lab status [--dir DIR]
   bootd lab console NODE [--dir DIR]
   bootd lab down [--dir DIR]`
@@ -34,8 +34,8 @@ func runLab(args []string) error {
 	dir := fs.String("dir", "/var/lib/bootd-lab", "where the lab keeps its state, image cache, logs and consoles")
 	nodes := fs.Int("nodes", 2, "number of QEMU nodes")
 	firmware := fs.String("firmware", "mixed", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)")
-	image := fs.String("image", "bookworm", "image to boot (built if missing)")
-	suite := fs.String("suite", "bookworm", "Debian suite for a missing image")
+	image := fs.String("image", "", "image to boot, built if missing (default: the suite's name)")
+	suite := fs.String("suite", "trixie", "Debian suite for a missing image: trixie (13) or bookworm (12)")
 	timeout := fs.Duration("timeout", 6*time.Minute, "per node, power-on to multi-user")
 	var pos []string
 	for len(args) > 0 {
