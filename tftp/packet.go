@@ -22,6 +22,7 @@ const (
 
 // TFTP error codes (RFC 1350, RFC 2347).
 const (
+	errCodeUndefined = 0
 	errCodeNotFound  = 1
 	errCodeAccess    = 2
 	errCodeIllegalOp = 4

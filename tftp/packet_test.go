@@ -96,7 +96,12 @@ type rawClient struct {
 }
 
 func newRawClient(t *testing.T, addr string) *rawClient {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return newRawClientFrom(t, addr, net.IPv4(127, 0, 0, 1))
+}
+
+// newRawClientFrom is a client with its own loopback source address.
+func newRawClientFrom(t *testing.T, addr string, from net.IP) *rawClient {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: from})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@
 package tftp
 
 import (
-	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -29,9 +28,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/pin/tftp/v3/netascii"
 	"golang.org/x/net/ipv4"
 
 	"github.com/bootd/bootd/boot"
@@ -56,6 +55,8 @@ type Config struct {
 	// idle (spare.go), so that polling never takes a CPU another transfer,
 	// the NFS server or another program needs.
 	BusyPoll time.Duration
+	// Limits bound transfers and request rates (limit.go).
+	Limits Limits
 }
 
 // Server is the TFTP server.
@@ -63,11 +64,14 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	cache *fileCache
+	limit *limiter
 
 	busyPoll time.Duration
 	spinners int32        // transfers that may busy-poll at once
 	active   atomic.Int32 // transfers running
-	spare    spareCPUs
+
+	droppedLogged atomic.Int64 // when noteDropped last logged, unix ns
+	spare         spareCPUs
 }
 
 // New returns a server for cfg.
@@ -79,7 +83,8 @@ func New(cfg Config) *Server {
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 1 << 30
 	}
-	s := &Server{cfg: cfg, log: log.With("service", "tftp"), cache: newFileCache(cfg.CacheBytes), busyPoll: cfg.BusyPoll}
+	s := &Server{cfg: cfg, log: log.With("service", "tftp"), cache: newFileCache(cfg.CacheBytes),
+		limit: newLimiter(cfg.Limits), busyPoll: cfg.BusyPoll}
 	if procs := runtime.GOMAXPROCS(0); procs >= 2 && runtime.NumCPU() >= 2 {
 		s.spinners = int32(max(1, procs/4))
 	} else {
@@ -125,7 +130,7 @@ type content struct {
 // resolve finds the bytes for a cleaned name.
 func (s *Server) resolve(p string, log *slog.Logger) (content, error) {
 	if file, ok := s.cfg.Loaders[p]; ok {
-		b, err := s.cache.get(file, true)
+		b, err := s.cache.get(file)
 		if err != nil {
 			log.Error("loader unreadable (install pxelinux, syslinux-common and syslinux-efi, or set tftp.loaders)", "err", err)
 			return content{}, errNotFound
@@ -147,9 +152,11 @@ func (s *Server) resolve(p string, log *slog.Logger) (content, error) {
 		if err := s.cfg.Store.Has(parts[0], gen); err != nil {
 			return content{}, errNotFound
 		}
-		// A published generation never changes: its files are cached for
-		// good, and served from memory to every node of a boot storm.
-		b, err := s.cache.get(filepath.Join(s.cfg.Store.BootDir(parts[0], gen), parts[2]), false)
+		// Served from memory to every node of a boot storm; a stat per
+		// request makes sure the cached copy is still this file (a
+		// generation removed and made again, or an initrd rebuilt with
+		// --force, is a new file).
+		b, err := s.cache.get(filepath.Join(s.cfg.Store.BootDir(parts[0], gen), parts[2]))
 		if err != nil {
 			log.Error("boot file unreadable", "err", err)
 			return content{}, errNotFound
@@ -224,13 +231,17 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 	if c.mac != nil {
 		log = log.With("mac", c.mac.String())
 	}
-	data := c.data
+	var src source = octets(c.data)
+	size := len(c.data)
 	if req.mode == "netascii" {
-		data, _ = io.ReadAll(netascii.ToReader(bytes.NewReader(data)))
+		size = netasciiSize(c.data)
 	}
-	prm := negotiate(req.options, len(data))
+	prm := negotiate(req.options, size)
+	if req.mode == "netascii" {
+		src = newNetascii(c.data, prm.blksize)
+	}
 	start := time.Now()
-	if err := t.send(data, prm); err != nil {
+	if err := t.send(src, prm); err != nil {
 		var ec errClient
 		switch {
 		case ctx.Err() != nil:
@@ -249,7 +260,19 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 		ev.Detail = p + " -> " + c.gen
 	}
 	s.cfg.Events.Record(ev)
-	log.Info("sent", "bytes", len(data), "blksize", prm.blksize, "took", time.Since(start).Round(time.Millisecond), "generation", c.gen)
+	log.Info("sent", "bytes", size, "blksize", prm.blksize, "took", time.Since(start).Round(time.Millisecond), "generation", c.gen)
+}
+
+// noteDropped logs refused and dropped requests at most once a minute,
+// with how many: a flood must not become a flood of log lines.
+func (s *Server) noteDropped() {
+	now := time.Now().UnixNano()
+	last := s.droppedLogged.Load()
+	if now-last < int64(time.Minute) || !s.droppedLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("refused or dropped requests over the transfer limits", "count", s.limit.takeDropped(),
+		"max_transfers", s.limit.lim.Transfers, "per_client", s.limit.lim.PerClient, "rate", s.limit.lim.Rate)
 }
 
 func errorCode(err error) uint16 {
@@ -307,6 +330,18 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		if !ok {
 			continue
 		}
+		ip := ua.AddrPort().Addr().Unmap()
+		switch s.limit.admit(ip, time.Now()) {
+		case throttled:
+			s.noteDropped()
+			continue
+		case busy:
+			// From the server port, not a transfer socket: a refusal must
+			// cost no socket.
+			conn.WriteTo(appendError(nil, errCodeUndefined, "too many transfers, try again later"), peer)
+			s.noteDropped()
+			continue
+		}
 		if local != nil && (local.Equal(net.IPv4bcast) || local.IsMulticast() || local.IsUnspecified()) {
 			local = nil
 		}
@@ -314,6 +349,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer s.limit.release(ip)
 			s.handle(ctx, req, local, ua)
 		}()
 	}
@@ -338,31 +374,44 @@ type fileCache struct {
 }
 
 type cached struct {
-	path  string
-	data  []byte
-	mtime time.Time
-	fsize int64
+	path string
+	data []byte
+	id   fileID
+}
+
+// fileID tells one file from another at the same path: a file replaced
+// by rename has another inode, one rewritten in place another mtime or
+// size.
+type fileID struct {
+	dev, ino uint64
+	mtime    time.Time
+	size     int64
+}
+
+func idOf(st os.FileInfo) fileID {
+	id := fileID{mtime: st.ModTime(), size: st.Size()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(sys.Dev), sys.Ino
+	}
+	return id
 }
 
 func newFileCache(max int64) *fileCache {
 	return &fileCache{max: max, lru: list.New(), items: map[string]*list.Element{}}
 }
 
-// get returns the file's bytes. recheck makes it stat the file first:
-// loader files belong to Debian packages and change on upgrade, where a
-// published generation's files never do.
-func (fc *fileCache) get(file string, recheck bool) ([]byte, error) {
-	var st os.FileInfo
-	if recheck {
-		var err error
-		if st, err = os.Stat(file); err != nil {
-			return nil, err
-		}
+// get returns the file's bytes, from memory while the file at that path
+// is still the one cached (loader files change on a Debian upgrade).
+func (fc *fileCache) get(file string) ([]byte, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil, err
 	}
+	id := idOf(st)
 	fc.mu.Lock()
 	if el, ok := fc.items[file]; ok {
 		c := el.Value.(*cached)
-		if st == nil || (st.ModTime().Equal(c.mtime) && st.Size() == c.fsize) {
+		if c.id == id {
 			fc.lru.MoveToFront(el)
 			fc.mu.Unlock()
 			return c.data, nil
@@ -370,16 +419,23 @@ func (fc *fileCache) get(file string, recheck bool) ([]byte, error) {
 		fc.remove(el)
 	}
 	fc.mu.Unlock()
-	data, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
 	}
-	if st == nil {
-		st, _ = os.Stat(file)
+	defer f.Close()
+	// The identity of what is read, not of what was stat'ed before: the
+	// file may have been replaced in between.
+	if st, err = f.Stat(); err != nil {
+		return nil, err
 	}
-	c := &cached{path: file, data: data}
-	if st != nil {
-		c.mtime, c.fsize = st.ModTime(), st.Size()
+	data, err := io.ReadAll(io.LimitReader(f, st.Size()+1))
+	if err != nil {
+		return nil, err
+	}
+	c := &cached{path: file, data: data, id: idOf(st)}
+	if int64(len(data)) != st.Size() {
+		c.id.size = -1 // changed while read: read it again next time
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()

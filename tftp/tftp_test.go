@@ -29,9 +29,10 @@ type fixture struct {
 	kernel []byte
 	loader []byte
 	events *events.Log
+	srv    *Server
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T, mod ...func(*Config)) *fixture {
 	t.Helper()
 	state := t.TempDir()
 	st := store.New(state)
@@ -51,7 +52,7 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	evs := events.New(64)
-	srv := New(Config{
+	cfg := Config{
 		Planner: &boot.Planner{Nodes: table, BootUnknown: true, Defaults: nodes.Defaults{Image: "img", Console: "ttyS0,115200n8"},
 			Store: st, NFS: netip.MustParseAddrPort("10.0.0.1:2049")},
 		Store: st,
@@ -61,7 +62,11 @@ func start(t *testing.T) *fixture {
 		},
 		Events: evs,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	srv := New(cfg)
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +75,7 @@ func start(t *testing.T) *fixture {
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx, conn) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &fixture{addr: conn.LocalAddr().String(), state: state, kernel: kernel, loader: loader, events: evs}
+	return &fixture{addr: conn.LocalAddr().String(), state: state, kernel: kernel, loader: loader, events: evs, srv: srv}
 }
 
 func get(t *testing.T, addr, name string, blksize int) ([]byte, error) {

@@ -38,15 +38,34 @@ type transfer struct {
 	// trip, so a transfer that once stalled can find out it need not sleep.
 	waits int
 	acked int // the last block acknowledged
+	// heard is when the client last sent an ACK (or its request); gotAck
+	// says it has sent one at all.
+	heard  time.Time
+	gotAck bool
 }
 
 // A block is resent after resendAfter without its ACK (the client's
 // timeout option overrides it): on a LAN a lost packet is best resent soon,
 // where pin/tftp waited 5 s plus a random back-off. A transfer is given up
 // after maxResends resends of one block.
+//
+// A request with no ACK yet is only a claim by an address that may be
+// forged: the first block (or OACK) is sent at most firstTries times,
+// each waiting at most firstWait whatever the timeout option says, so a
+// 19-byte request costs bootd a few seconds and a few blocks, not a
+// socket held for half an hour and nine blocks sent to a stranger. Once
+// the client talks, a transfer it stops talking in for maxSilence ends,
+// also whatever its timeout option (up to 255 s) says.
 const (
 	resendAfter = time.Second
 	maxResends  = 8
+	firstTries  = 3
+)
+
+// Variables so that tests need not wait the real times.
+var (
+	firstWait  = 3 * time.Second
+	maxSilence = 30 * time.Second
 )
 
 var errGaveUp = errors.New("no answer from the client")
@@ -66,7 +85,7 @@ func newTransfer(s *Server, local net.IP, peer *net.UDPAddr) (*transfer, error) 
 		conn.Close()
 		return nil, err
 	}
-	return &transfer{conn: conn, raw: raw, s: s, timeout: resendAfter, in: make([]byte, 1500)}, nil
+	return &transfer{conn: conn, raw: raw, s: s, timeout: resendAfter, in: make([]byte, 1500), heard: time.Now()}, nil
 }
 
 func (t *transfer) close() { t.conn.Close() }
@@ -79,7 +98,7 @@ func (t *transfer) sendError(code uint16, msg string) {
 // data in blocks of p.blksize, p.window blocks per ACK (RFC 7440; 1 is
 // plain lockstep). Block numbers wrap from 65535 to 0, as tftpd-hpa,
 // iPXE and curl expect of files over 65535 blocks.
-func (t *transfer) send(data []byte, p params) error {
+func (t *transfer) send(src source, p params) error {
 	if p.timeout > 0 {
 		t.timeout = p.timeout
 	}
@@ -91,16 +110,16 @@ func (t *transfer) send(data []byte, p params) error {
 	}
 	// Block i (1-based) holds data[(i-1)*blksize:]; the last one is short,
 	// empty when the size is a multiple of blksize.
-	last := len(data)/p.blksize + 1
+	last := src.size()/p.blksize + 1
 	pkt := make([]byte, 4+p.blksize)
 	binary.BigEndian.PutUint16(pkt, opDATA)
 	next := 1 // the first block not yet acknowledged
 	for next <= last {
 		end := min(next+p.window-1, last)
+		src.mark(next)
 		sendWindow := func() error {
 			for i := next; i <= end; i++ {
-				off := (i - 1) * p.blksize
-				n := copy(pkt[4:], data[min(off, len(data)):])
+				n := src.block(pkt[4:], i)
 				binary.BigEndian.PutUint16(pkt[2:], uint16(i))
 				if _, err := t.conn.Write(pkt[:4+n]); err != nil {
 					return err
@@ -123,17 +142,24 @@ func (t *transfer) send(data []byte, p params) error {
 // those is what makes the "Sorcerer's Apprentice" storm of RFC 1123.
 // For the OACK, from = to = 0 and ACK 0 is awaited.
 func (t *transfer) exchange(send func() error, from, to int) error {
+	tries, wait := 1+maxResends, t.timeout
+	if !t.gotAck {
+		tries, wait = firstTries, min(wait, firstWait)
+	}
 	for try := 0; ; try++ {
-		if try > maxResends {
+		if try >= tries || time.Since(t.heard) >= maxSilence {
 			return errGaveUp
 		}
 		if err := send(); err != nil {
 			return fmt.Errorf("sending: %w", err)
 		}
 		sent := time.Now()
-		until := sent.Add(t.timeout)
+		until := sent.Add(wait)
+		if quiet := t.heard.Add(maxSilence); quiet.Before(until) {
+			until = quiet
+		}
 		for {
-			n, err := t.read(until)
+			n, err := t.read(until, until.Sub(sent)/4)
 			if err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					break // resend
@@ -149,8 +175,8 @@ func (t *transfer) exchange(send func() error, from, to int) error {
 			}
 			if to == 0 {
 				if block == 0 {
-					t.rtt = time.Since(sent)
 					t.acked = 0
+					t.heardAck(sent)
 					return nil
 				}
 				continue
@@ -161,20 +187,25 @@ func (t *transfer) exchange(send func() error, from, to int) error {
 			if k <= from || k > to {
 				continue
 			}
-			t.rtt = time.Since(sent)
 			t.acked = k
+			t.heardAck(sent)
 			return nil
 		}
 	}
 }
 
+func (t *transfer) heardAck(sent time.Time) {
+	t.heard = time.Now()
+	t.rtt = t.heard.Sub(sent)
+	t.gotAck = true
+}
+
 // read waits for a packet until until. The socket's deadline is moved
-// only when it falls short, by a quarter timeout more, so that most
-// blocks cost no timer update; a lost packet is then resent at most a
-// quarter timeout late.
-func (t *transfer) read(until time.Time) (int, error) {
+// only when it falls short, by slack more, so that most blocks cost no
+// timer update; a lost packet is then resent at most slack late.
+func (t *transfer) read(until time.Time, slack time.Duration) (int, error) {
 	if t.deadline.Before(until) {
-		t.deadline = until.Add(t.timeout / 4)
+		t.deadline = until.Add(slack)
 		if err := t.conn.SetReadDeadline(t.deadline); err != nil {
 			return 0, err
 		}
