@@ -138,21 +138,22 @@ func cleanStale(dir string) {
 	}
 }
 
-// nextGeneration is one past the highest generation, built or building.
-func nextGeneration(dir string) int {
+// highestPresent is the highest generation number in dir, built or
+// building (the store adds the highest ever handed out).
+func highestPresent(dir string) int {
 	ents, _ := os.ReadDir(dir)
-	next := 1
+	high := 0
 	for _, e := range ents {
-		if g, err := strconv.Atoi(e.Name()); err == nil && g >= next {
-			next = g + 1
+		if g, err := strconv.Atoi(e.Name()); err == nil && g > high {
+			high = g
 		}
 		if m := buildDirRE.FindStringSubmatch(e.Name()); m != nil {
-			if g, _ := strconv.Atoi(m[1]); g >= next {
-				next = g + 1
+			if g, _ := strconv.Atoi(m[1]); g > high {
+				high = g
 			}
 		}
 	}
-	return next
+	return high
 }
 
 // Build bootstraps, prepares and (optionally) publishes a new generation.
@@ -176,7 +177,9 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 		return 0, err
 	}
 	cleanStale(dir)
-	gen = nextGeneration(dir)
+	if gen, err = st.NewGeneration(opt.Name, highestPresent(dir)); err != nil {
+		return 0, err
+	}
 	work := filepath.Join(dir, fmt.Sprintf(".build-%d-%d", gen, os.Getpid()))
 	if err := os.Mkdir(work, 0o755); err != nil {
 		return 0, fmt.Errorf("starting the build: %w", err)
@@ -245,60 +248,6 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 		say("published: new boots of %s get generation %d", opt.Name, gen)
 	}
 	return gen, nil
-}
-
-// removeBuild deletes an unfinished build. Anything still mounted inside
-// it (a bootstrap killed while /proc, /sys or /dev were mounted in the
-// chroot) is unmounted first, and nothing is deleted while a mount
-// remains: deleting through a mount would delete the master's own files.
-func removeBuild(dir string) error {
-	for attempt := 0; attempt < 3; attempt++ {
-		mps := mountsBelow(dir)
-		if len(mps) == 0 {
-			return os.RemoveAll(dir)
-		}
-		for _, mp := range mps {
-			unix.Unmount(mp, unix.MNT_DETACH)
-		}
-	}
-	return fmt.Errorf("%s still has mounts inside (%s): left in place; unmount them and remove it by hand", dir, strings.Join(mountsBelow(dir), ", "))
-}
-
-// mountsBelow lists mount points at or below dir, deepest first.
-func mountsBelow(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func dedup(s []string) []string {
@@ -480,12 +429,19 @@ func Remove(st *store.Store, name string, gen int) error {
 	if cur, err := st.Current(name); err == nil && cur == gen {
 		return fmt.Errorf("image %q generation %d is current: publish or roll back to another first", name, gen)
 	}
+	dir := st.GenDir(name, gen)
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", dir, err)
+	}
+	if mps := mountsBelow(real); len(mps) > 0 {
+		return fmt.Errorf("image %q generation %d has filesystems mounted inside (%s): unmount them first; nothing was deleted", name, gen, strings.Join(mps, ", "))
+	}
 	// Rename first so the generation disappears at once for the servers,
 	// then delete at leisure.
-	dir := st.GenDir(name, gen)
-	trash := filepath.Join(filepath.Dir(dir), fmt.Sprintf(".rm-%d-%d", gen, os.Getpid()))
-	if err := os.Rename(dir, trash); err != nil {
+	trash := filepath.Join(filepath.Dir(real), fmt.Sprintf(".rm-%d-%d", gen, os.Getpid()))
+	if err := os.Rename(real, trash); err != nil {
 		return err
 	}
-	return os.RemoveAll(trash)
+	return removeGeneration(trash)
 }

@@ -148,8 +148,62 @@ func TestGenerationsPublishRollbackRemove(t *testing.T) {
 	}
 	// The next build number goes past what exists and what is building.
 	os.MkdirAll(filepath.Join(st.ImagesDir(), "img", ".build-5-1"), 0o755)
-	if n := nextGeneration(filepath.Join(st.ImagesDir(), "img")); n != 6 {
-		t.Errorf("next generation %d", n)
+	if n := highestPresent(filepath.Join(st.ImagesDir(), "img")); n != 5 {
+		t.Errorf("highest present generation %d, want 5", n)
+	}
+}
+
+// TestRemoveRefusesMounts: `image rm` of a generation with a filesystem
+// mounted inside (an admin's bind mount of /home into a chroot) deletes
+// nothing, even when the state directory is reached through a symlink;
+// before, it renamed and RemoveAll'ed through the mount.
+func TestRemoveRefusesMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "state")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(link)
+	for g := 1; g <= 2; g++ {
+		os.MkdirAll(filepath.Join(st.RootDir("img", g), "home"), 0o755)
+	}
+	if err := st.Publish("img", 2); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(real, "images/img/1/root/home")
+	if err := syscall.Mount("tmpfs", mp, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Unmount(mp, syscall.MNT_DETACH)
+	precious := filepath.Join(mp, "user-file")
+	os.WriteFile(precious, []byte("keep me"), 0o644)
+	err := Remove(st, "img", 1)
+	if err == nil || !strings.Contains(err.Error(), "mounted inside") {
+		t.Errorf("removing a generation with a mount inside: %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(precious); string(b) != "keep me" {
+		t.Errorf("the mounted filesystem's file is gone")
+	}
+	if err := st.Has("img", 1); err != nil {
+		t.Errorf("the refused generation is gone: %v", err)
+	}
+	// The walker itself never crosses into another filesystem, should a
+	// mount appear after the check.
+	if err := removeSameFS(filepath.Join(real, "images/img/1")); err == nil {
+		t.Errorf("removeSameFS went through a mount without an error")
+	}
+	if b, _ := os.ReadFile(precious); string(b) != "keep me" {
+		t.Errorf("removeSameFS deleted inside a mount")
+	}
+	syscall.Unmount(mp, syscall.MNT_DETACH)
+	if err := Remove(st, "img", 1); err != nil {
+		t.Errorf("removing it once unmounted: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(real, "images/img/1")); !os.IsNotExist(err) {
+		t.Errorf("generation 1 still there: %v", err)
 	}
 }
 

@@ -6,7 +6,9 @@
 //	STATE/images/NAME/GEN/boot/initrd.img  the initrd bootd generated for it
 //	STATE/images/NAME/current -> GEN       the generation new boots get
 //
-// GEN is a positive integer. A published generation is never modified: nodes
+// GEN is a positive integer, never used twice for one image
+// (STATE/images/NAME/.highest-generation keeps the highest ever handed
+// out). A published generation is never modified: nodes
 // that booted it keep reading it while newer ones are built and published.
 // current is a relative symlink replaced atomically by rename, so a reader
 // sees the old or the new generation and never a missing link. Nothing here
@@ -23,6 +25,9 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotFound says that an image or generation does not exist.
@@ -180,4 +185,67 @@ func (s *Store) Publish(name string, gen int) error {
 		d.Close()
 	}
 	return nil
+}
+
+// highFile records, per image, the highest generation number ever handed
+// out. Numbers name caches in every server (NFS indexes and handles, TFTP's
+// boot files, a node's pinned generation): a number used again after
+// `image rm` would let a server answer for the old tree with the new one's
+// name. So the next number is one past the highest ever used, not past the
+// highest present.
+const highFile = ".highest-generation"
+
+// NewGeneration allocates a generation number for image name that was
+// never allocated before and is above floor (the caller's own view of
+// numbers in use, such as builds in progress). Concurrent callers get
+// distinct numbers: the allocation holds an flock on the image directory.
+func (s *Store) NewGeneration(name string, floor int) (int, error) {
+	if err := ValidName(name); err != nil {
+		return 0, err
+	}
+	dir := filepath.Join(s.ImagesDir(), name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+	}
+	defer d.Close()
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		return 0, fmt.Errorf("allocating a generation of %q: locking: %w", name, err)
+	}
+	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
+	high := 0
+	if b, err := os.ReadFile(filepath.Join(dir, highFile)); err == nil {
+		if g, ok := parseGen(strings.TrimSpace(string(b))); ok {
+			high = g
+		} else {
+			return 0, fmt.Errorf("allocating a generation of %q: %s holds %q, want a number: fix or remove it by hand", name, highFile, b)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+	}
+	if gens, err := s.Generations(name); err == nil && len(gens) > 0 {
+		high = max(high, gens[len(gens)-1])
+	}
+	gen := max(high, floor) + 1
+	tmp := filepath.Join(dir, fmt.Sprintf(".highest.%d.tmp", os.Getpid()))
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(gen)+"\n"), 0o644); err != nil {
+		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+	}
+	f, err := os.Open(tmp)
+	if err == nil {
+		err = f.Sync()
+		f.Close()
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, highFile))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+	}
+	d.Sync()
+	return gen, nil
 }

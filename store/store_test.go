@@ -68,3 +68,50 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerationNumbersNeverReused: build 3, roll back, `image rm img 3`,
+// build again: the new generation is 4, not 3 again (servers key their
+// caches and handles on the number).
+func TestGenerationNumbersNeverReused(t *testing.T) {
+	s := New(t.TempDir())
+	for want := 1; want <= 3; want++ {
+		g, err := s.NewGeneration("img", 0)
+		if err != nil || g != want {
+			t.Fatalf("NewGeneration = %d, %v; want %d", g, err, want)
+		}
+		os.MkdirAll(s.RootDir("img", g), 0o755)
+	}
+	os.RemoveAll(s.GenDir("img", 3))
+	os.RemoveAll(s.GenDir("img", 2))
+	if g, err := s.NewGeneration("img", 0); err != nil || g != 4 {
+		t.Errorf("after removing 2 and 3: NewGeneration = %d, %v; want 4", g, err)
+	}
+	// A build in progress the caller knows of (floor) is passed too.
+	if g, _ := s.NewGeneration("img", 9); g != 10 {
+		t.Errorf("with generation 9 building: %d, want 10", g)
+	}
+	// Generations present from before the high-water file existed.
+	os.MkdirAll(s.RootDir("other", 7), 0o755)
+	if g, _ := s.NewGeneration("other", 0); g != 8 {
+		t.Errorf("with generation 7 present and no record: %d, want 8", g)
+	}
+	// Concurrent allocations never share a number.
+	seen := make(chan int, 20)
+	for i := 0; i < 20; i++ {
+		go func() {
+			g, err := s.NewGeneration("busy", 0)
+			if err != nil {
+				t.Error(err)
+			}
+			seen <- g
+		}()
+	}
+	got := map[int]bool{}
+	for i := 0; i < 20; i++ {
+		g := <-seen
+		if got[g] {
+			t.Errorf("generation %d handed out twice", g)
+		}
+		got[g] = true
+	}
+}

@@ -1,0 +1,142 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Deleting a tree that has something mounted inside deletes the mounted
+// filesystem's files: an admin's chroot with the master's /home bound into
+// a generation, or a bootstrap killed with /proc and /dev mounted in its
+// chroot. Every delete here resolves the path first (a symlinked state_dir
+// must not hide a mount from the check), looks for mounts below it, and
+// then walks the tree without ever crossing into another filesystem.
+
+// removeBuild deletes an unfinished build. Mounts left inside it by the
+// bootstrap are unmounted first (they are bootd's own), and nothing is
+// deleted while a mount remains.
+func removeBuild(dir string) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", dir, err)
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		mps := mountsBelow(real)
+		if len(mps) == 0 {
+			return removeSameFS(real)
+		}
+		for _, mp := range mps {
+			unix.Unmount(mp, unix.MNT_DETACH)
+		}
+	}
+	return fmt.Errorf("%s still has mounts inside (%s): left in place; unmount them and remove it by hand", dir, strings.Join(mountsBelow(real), ", "))
+}
+
+// removeGeneration deletes a published generation's directory. A mount
+// inside it is not bootd's to undo: it is refused, named in the error.
+func removeGeneration(dir string) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", dir, err)
+	}
+	if mps := mountsBelow(real); len(mps) > 0 {
+		return fmt.Errorf("%s has filesystems mounted inside (%s): unmount them first; nothing was deleted", dir, strings.Join(mps, ", "))
+	}
+	return removeSameFS(real)
+}
+
+// removeSameFS deletes dir and everything below it that is on dir's
+// filesystem. It never follows a symlink, and it stops with an error at a
+// directory on another filesystem (a mount that appeared after the check)
+// rather than delete inside it.
+func removeSameFS(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return os.Remove(dir)
+	}
+	return removeDir(dir, st.Dev)
+}
+
+func removeDir(dir string, dev uint64) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	if st.Dev != dev {
+		return fmt.Errorf("removing %s: another filesystem is mounted there; left in place", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	var firstErr error
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() { // from the directory entry's type: a symlink is not a dir
+			err = removeDir(p, dev)
+		} else {
+			err = os.Remove(p)
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	return os.Remove(dir)
+}
+
+// mountsBelow lists mount points at or below dir (a resolved path),
+// deepest first.
+func mountsBelow(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescapeMount(f[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
