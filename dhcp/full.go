@@ -54,10 +54,20 @@ type Full struct {
 	log   *slog.Logger
 	proxy *Proxy // answers port 4011 follow-ups, should firmware send them
 
-	mu     sync.Mutex
-	leases map[string]*Lease // by MAC
-	byIP   map[netip.Addr]*Lease
-	fixed  map[netip.Addr]bool // the node table's addresses
+	// The range as numbers; size is 64 bits because 0.0.0.0-255.255.255.255
+	// holds 2^32 addresses (0: no range).
+	rangeStart, rangeSize uint64
+	// network and broadcast are the subnet's own addresses, never leased.
+	network, broadcast netip.Addr
+
+	mu sync.Mutex
+	// leases and byIP hold the same leases: each address has at most one
+	// holder, each MAC at most one lease. So the table never outgrows the
+	// range plus the node table, whatever MACs a network makes up.
+	leases  map[string]*Lease // by MAC
+	byIP    map[netip.Addr]*Lease
+	fixed   map[netip.Addr]bool // the node table's addresses
+	pruneAt time.Time           // when expired leases are next dropped
 	// async is set while Serve runs: lease changes then mark the file
 	// dirty and a flusher writes it, so that a DORA never waits on fsync.
 	async bool
@@ -72,6 +82,12 @@ type Lease struct {
 	offered bool       // offered, not yet requested: not persisted
 }
 
+// offerHold is how long an offered address is kept for the machine it was
+// offered to. A client answers an OFFER within seconds; holding it for a
+// lease time would let a flood of DISCOVERs from made-up MACs take the
+// whole range for hours.
+const offerHold = time.Minute
+
 // NewFull returns a full DHCP server, loading its lease file.
 func NewFull(cfg FullConfig) (*Full, error) {
 	log := cfg.Logger
@@ -85,6 +101,9 @@ func NewFull(cfg FullConfig) (*Full, error) {
 		cfg.Network.LeaseTime = 12 * time.Hour
 	}
 	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{}, fixed: map[netip.Addr]bool{}, dirty: make(chan struct{}, 1)}
+	if err := f.setRange(); err != nil {
+		return nil, err
+	}
 	for _, n := range cfg.Planner.Nodes.All() {
 		if n.Addr().IsValid() {
 			f.fixed[n.Addr()] = true
@@ -95,6 +114,35 @@ func NewFull(cfg FullConfig) (*Full, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// setRange checks the configured range and derives what address() needs.
+// The config package checks the same, but a range that slipped through
+// would otherwise panic on the first DISCOVER.
+func (f *Full) setRange() error {
+	nw := f.cfg.Network
+	if nw.Subnet.IsValid() && nw.Subnet.Addr().Is4() && nw.Subnet.Bits() <= 30 {
+		p := nw.Subnet.Masked()
+		f.network = p.Addr()
+		f.broadcast = fromU32(u32(p.Addr()) | ^uint32(0)>>p.Bits())
+	}
+	start, end := nw.RangeStart, nw.RangeEnd
+	if !start.IsValid() && !end.IsValid() {
+		return nil
+	}
+	switch {
+	case !start.IsValid() || !end.IsValid():
+		return fmt.Errorf("dhcp: range %v-%v: want both a first and a last address", start, end)
+	case !start.Is4() || !end.Is4():
+		return fmt.Errorf("dhcp: range %s-%s: want IPv4 addresses", start, end)
+	case end.Less(start):
+		return fmt.Errorf("dhcp: range %s-%s: the first address comes after the last", start, end)
+	case !nw.Subnet.Contains(start) || !nw.Subnet.Contains(end):
+		return fmt.Errorf("dhcp: range %s-%s is not inside subnet %s", start, end, nw.Subnet)
+	}
+	f.rangeStart = uint64(u32(start))
+	f.rangeSize = uint64(u32(end)) - f.rangeStart + 1
+	return nil
 }
 
 func (f *Full) load() error {
@@ -110,20 +158,51 @@ func (f *Full) load() error {
 	}
 	var file struct{ Leases []*Lease }
 	if err := json.Unmarshal(b, &file); err != nil {
-		return fmt.Errorf("dhcp: %s: %w", f.cfg.LeaseFile, err)
+		// A torn or hand-mangled file costs the leases in it, not the
+		// whole of bootd: a client renewing an address that is no longer
+		// on record gets a NAK and starts over. The file is kept for
+		// whoever wants to know what happened.
+		aside := fmt.Sprintf("%s.corrupt-%d", f.cfg.LeaseFile, f.cfg.Now().Unix())
+		if rerr := os.Rename(f.cfg.LeaseFile, aside); rerr != nil {
+			f.log.Error("lease file unreadable and could not be moved aside; starting with no leases, it will be overwritten",
+				"file", f.cfg.LeaseFile, "err", err, "rename_err", rerr)
+			return nil
+		}
+		f.log.Warn("lease file unreadable, moved aside; starting with no leases", "file", f.cfg.LeaseFile, "moved_to", aside, "err", err)
+		return nil
 	}
 	now := f.cfg.Now()
 	for _, l := range file.Leases {
-		if l.Expires.After(now) && f.cfg.Network.Subnet.Contains(l.IP) {
-			f.setLease(l)
+		// The file is checked like a request: its leases may predate a
+		// config change, or come from a version that let two machines
+		// hold one address (the later-expiring one keeps it).
+		if l == nil || !l.Expires.After(now) {
+			continue
 		}
+		mac, err := net.ParseMAC(l.MAC)
+		if err != nil || len(mac) != 6 || !f.allowed(l.IP, mac) {
+			continue
+		}
+		l.MAC = mac.String()
+		if old, ok := f.byIP[l.IP]; ok && !l.Expires.After(old.Expires) {
+			continue
+		}
+		if old, ok := f.leases[l.MAC]; ok && !l.Expires.After(old.Expires) {
+			continue
+		}
+		f.setLease(l)
 	}
 	return nil
 }
 
-// setLease records a lease in both indexes, replacing the MAC's old one.
+// setLease records a lease in both indexes, replacing the MAC's old one
+// and taking the address from whoever had it before: a lease that was
+// left in place would be handed back to its old holder later.
 func (f *Full) setLease(l *Lease) {
 	f.dropLease(l.MAC)
+	if old, ok := f.byIP[l.IP]; ok {
+		f.dropLease(old.MAC)
+	}
 	f.leases[l.MAC] = l
 	f.byIP[l.IP] = l
 }
@@ -133,6 +212,22 @@ func (f *Full) dropLease(mac string) {
 		delete(f.leases, mac)
 		if f.byIP[old.IP] == old {
 			delete(f.byIP, old.IP)
+		}
+	}
+}
+
+// prune drops expired leases, at most once per offerHold: they hold no
+// address, and a table kept to the live ones is what Leases reports
+// (called with f.mu held). They stay in the lease file until its next
+// write; load skips them.
+func (f *Full) prune(now time.Time) {
+	if now.Before(f.pruneAt) {
+		return
+	}
+	f.pruneAt = now.Add(offerHold)
+	for mac, l := range f.leases {
+		if !l.Expires.After(now) {
+			f.dropLease(mac)
 		}
 	}
 }
@@ -276,31 +371,50 @@ func (f *Full) address(mac net.HardwareAddr) (netip.Addr, bool) {
 	if n, ok := f.cfg.Planner.Node(mac); ok && n.Addr().IsValid() {
 		return n.Addr(), true
 	}
-	if l, ok := f.leases[mac.String()]; ok {
+	// The MAC's lease may since have been given away, or the range changed.
+	m, now := mac.String(), f.cfg.Now()
+	if l, ok := f.leases[m]; ok && f.inRange(l.IP) && !f.heldByOther(l.IP, m, now) {
 		return l.IP, true
 	}
 	// A full server gives range addresses to any machine, PXE or not;
 	// unknown_nodes only decides whether bootd boots it.
-	if !f.cfg.Network.RangeStart.IsValid() {
+	if f.rangeSize == 0 {
 		return netip.Addr{}, false
 	}
-	start, end := u32(f.cfg.Network.RangeStart), u32(f.cfg.Network.RangeEnd)
-	size := end - start + 1
 	h := fnv.New32a()
 	h.Write(mac)
-	now := f.cfg.Now()
-	off := h.Sum32() % size
-	for i := uint32(0); i < size; i++ {
-		a := fromU32(start + (off+i)%size)
-		if a == f.cfg.ServerIP || a == f.cfg.Network.Router || f.fixed[a] {
-			continue
+	off := uint64(h.Sum32()) % f.rangeSize
+	for i := uint64(0); i < f.rangeSize; i++ {
+		a := fromU32(uint32(f.rangeStart + (off+i)%f.rangeSize))
+		if f.inRange(a) && !f.heldByOther(a, m, now) {
+			return a, true
 		}
-		if l, taken := f.byIP[a]; taken && l.Expires.After(now) && l.MAC != mac.String() {
-			continue
-		}
-		return a, true
 	}
 	return netip.Addr{}, false
+}
+
+// allowed says whether a may ever be mac's: its fixed address, or for a
+// MAC without one, a range address.
+func (f *Full) allowed(a netip.Addr, mac net.HardwareAddr) bool {
+	if n, ok := f.cfg.Planner.Node(mac); ok && n.Addr().IsValid() {
+		return n.Addr() == a
+	}
+	return f.inRange(a)
+}
+
+// inRange says whether a is a range address bootd may lease: in the range
+// and not bootd's, the router's, the subnet's own or a node's fixed one.
+func (f *Full) inRange(a netip.Addr) bool {
+	if !a.Is4() || uint64(u32(a))-f.rangeStart >= f.rangeSize {
+		return false
+	}
+	return a != f.cfg.ServerIP && a != f.cfg.Network.Router && a != f.network && a != f.broadcast && !f.fixed[a]
+}
+
+// heldByOther says whether a MAC other than mac holds a unexpired.
+func (f *Full) heldByOther(a netip.Addr, mac string, now time.Time) bool {
+	l, taken := f.byIP[a]
+	return taken && l.MAC != mac && l.Expires.After(now)
 }
 
 func u32(a netip.Addr) uint32 {
@@ -326,6 +440,7 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := f.cfg.Now()
+	f.prune(now)
 
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
@@ -334,8 +449,11 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 			log.Info("no address to offer")
 			return nil, nil
 		}
-		if l, ok := f.leases[mac.String()]; !ok || l.IP != a {
-			f.setLease(&Lease{MAC: mac.String(), IP: a, Expires: now.Add(time.Minute), offered: true})
+		// Hold the address until the REQUEST, unless the MAC's lease of it
+		// already outlasts the hold.
+		hold := now.Add(min(offerHold, f.cfg.Network.LeaseTime))
+		if l, ok := f.leases[mac.String()]; !ok || l.IP != a || l.offered || l.Expires.Before(hold) {
+			f.setLease(&Lease{MAC: mac.String(), IP: a, Expires: hold, offered: true})
 		}
 		return f.answer(req, dhcpv4.MessageTypeOffer, a, log)
 
