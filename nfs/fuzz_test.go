@@ -64,7 +64,7 @@ func FuzzReadRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		br := bufio.NewReader(bytes.NewReader(stream))
 		for {
-			rec, err := readRecord(br, nil)
+			rec, err := readRecord(br, nil, nil)
 			if err != nil {
 				return
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // ONC RPC (RFC 5531) over TCP with record marking, the subset a read-only
@@ -45,23 +46,33 @@ const maxRecord = 4<<20 + 4096
 
 var errRecordTooLarge = errors.New("rpc: record larger than allowed")
 
-// readRecord reads one RPC message, joining its fragments.
-func readRecord(br *bufio.Reader, buf []byte) ([]byte, error) {
+// readRecord reads one RPC message, joining its fragments. The buffer
+// grows with the bytes that arrive, not with what the record mark
+// promises: a 4-byte header claiming 4 MiB costs nothing until the bytes
+// come. started, if set, is called once the first byte of a record is in.
+func readRecord(br *bufio.Reader, buf []byte, started func()) ([]byte, error) {
 	buf = buf[:0]
-	for {
+	for first := true; ; first = false {
 		var hdr [4]byte
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			return nil, err
+		}
+		if first && started != nil {
+			started()
 		}
 		h := binary.BigEndian.Uint32(hdr[:])
 		n := int(h & 0x7fffffff)
 		if len(buf)+n > maxRecord {
 			return nil, errRecordTooLarge
 		}
-		start := len(buf)
-		buf = append(buf, make([]byte, n)...)
-		if _, err := io.ReadFull(br, buf[start:]); err != nil {
-			return nil, err
+		for n > 0 {
+			chunk := min(n, 64<<10)
+			start := len(buf)
+			buf = slices.Grow(buf, chunk)[:start+chunk]
+			if _, err := io.ReadFull(br, buf[start:]); err != nil {
+				return nil, err
+			}
+			n -= chunk
 		}
 		if h&0x80000000 != 0 {
 			return buf, nil

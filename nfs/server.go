@@ -46,7 +46,30 @@ type Config struct {
 	Logger      *slog.Logger
 	// OnMount, if set, is told of every successful MOUNT.
 	OnMount func(client netip.AddrPort, image string, gen int)
+	// MaxConns bounds connections from everyone (default 1024) and
+	// MaxConnsPerClient those from one address (default 8; Linux opens
+	// one per server and mount options, a few more with nconnect). A
+	// connection over either is closed at accept.
+	MaxConns, MaxConnsPerClient int
 }
+
+// Deadlines, so that a client that stops talking costs nothing for long.
+// Variables so that tests need not wait them out.
+var (
+	// idleTimeout closes a connection with no call for this long; Linux
+	// reconnects on its next call (and drops idle ones itself after 5 min).
+	idleTimeout = 15 * time.Minute
+	// recordTimeout bounds the time from a record's first byte to its
+	// last: a record trickled in a byte at a time is dropped.
+	recordTimeout = time.Minute
+	// writeTimeout bounds one reply's write to a client that stopped
+	// reading.
+	writeTimeout = time.Minute
+)
+
+// maxReadsInFlight bounds the READs being served at once over all
+// connections (each holds up to 1 MiB).
+const maxReadsInFlight = 128
 
 // Server is the NFS and MOUNT server. Create it with New.
 type Server struct {
@@ -59,6 +82,15 @@ type Server struct {
 	lastScan time.Time
 
 	files *fileCache
+
+	reads chan struct{} // READ slots over all connections
+
+	cmu     sync.Mutex
+	conns   map[net.Conn]netip.Addr
+	perAddr map[netip.Addr]int
+
+	refusedLogged atomic.Int64 // unix ns of the last refusal log line
+	refused       atomic.Int64 // refusals since then
 }
 
 type genRef struct {
@@ -79,12 +111,21 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 1024
+	}
+	if cfg.MaxConnsPerClient <= 0 {
+		cfg.MaxConnsPerClient = 8
+	}
 	return &Server{
-		cfg:   cfg,
-		log:   log.With("service", "nfs"),
-		trees: map[genID]*treeSlot{},
-		known: map[genID]genRef{},
-		files: newFileCache(256),
+		cfg:     cfg,
+		log:     log.With("service", "nfs"),
+		trees:   map[genID]*treeSlot{},
+		known:   map[genID]genRef{},
+		files:   newFileCache(256),
+		reads:   make(chan struct{}, maxReadsInFlight),
+		conns:   map[net.Conn]netip.Addr{},
+		perAddr: map[netip.Addr]int{},
 	}
 }
 
@@ -104,16 +145,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	conns := map[net.Conn]struct{}{}
-	var cmu sync.Mutex
 	go func() {
 		<-ctx.Done()
 		ln.Close()
-		cmu.Lock()
-		for c := range conns {
+		s.cmu.Lock()
+		for c := range s.conns {
 			c.Close()
 		}
-		cmu.Unlock()
+		s.cmu.Unlock()
 	}()
 	defer func() {
 		s.files.closeAll()
@@ -126,33 +165,80 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("nfs: accepting: %w", err)
 			}
-			return fmt.Errorf("nfs: accepting: %w", err)
+			// Out of file descriptors, buffers or memory, or a connection
+			// reset before it was accepted: all pass. The export must
+			// outlive them, so wait a little and go on.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.noteRefused("accepting", "err", err.Error(), "retry_in", delay.String())
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		peer := addrPort(c.RemoteAddr())
 		if reason := s.refuse(peer); reason != "" {
-			s.log.Warn("refused connection", "client", peer.String(), "reason", reason)
+			s.noteRefused("refused connection", "client", peer.String(), "reason", reason)
 			c.Close()
 			continue
 		}
-		cmu.Lock()
-		conns[c] = struct{}{}
-		cmu.Unlock()
+		if !s.track(c, peer.Addr()) {
+			s.noteRefused("refused connection", "client", peer.String(), "reason", "too many connections",
+				"max", s.cfg.MaxConns, "per_client", s.cfg.MaxConnsPerClient)
+			c.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer s.untrack(c)
 			s.serveConn(ctx, c, peer)
-			cmu.Lock()
-			delete(conns, c)
-			cmu.Unlock()
 		}()
 	}
+}
+
+// track counts a new connection against the limits; false: over one.
+func (s *Server) track(c net.Conn, a netip.Addr) bool {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if len(s.conns) >= s.cfg.MaxConns || s.perAddr[a] >= s.cfg.MaxConnsPerClient {
+		return false
+	}
+	s.conns[c] = a
+	s.perAddr[a]++
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	a := s.conns[c]
+	delete(s.conns, c)
+	if s.perAddr[a]--; s.perAddr[a] <= 0 {
+		delete(s.perAddr, a)
+	}
+}
+
+// Conns returns the number of open client connections.
+func (s *Server) Conns() int {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	return len(s.conns)
+}
+
+// noteRefused logs a refusal at most every 10 seconds, with the number of
+// refusals since the last line: a stranger's flood must not become a
+// flood of log lines.
+func (s *Server) noteRefused(msg string, args ...any) {
+	n := s.refused.Add(1)
+	now := time.Now().UnixNano()
+	last := s.refusedLogged.Load()
+	if now-last < int64(10*time.Second) || !s.refusedLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.refused.Add(-n)
+	s.log.Warn(msg, append(args, "refusals", n)...)
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -200,7 +286,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 	defer wg.Wait()
 	for {
 		bp := bufPool.Get().(*[]byte)
-		rec, err := readRecord(br, *bp)
+		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		rec, err := readRecord(br, *bp, func() { c.SetReadDeadline(time.Now().Add(recordTimeout)) })
 		if err != nil {
 			bufPool.Put(bp)
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && err.Error() != "EOF" {
@@ -215,6 +302,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 			bufPool.Put(bp)
 			if reply != nil {
 				wmu.Lock()
+				c.SetWriteDeadline(time.Now().Add(writeTimeout))
 				_, err := c.Write(finishReply(reply))
 				wmu.Unlock()
 				if err != nil {
@@ -234,10 +322,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 			continue
 		}
 		sem <- struct{}{}
+		s.reads <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer func() { <-s.reads; <-sem }()
 			handle()
 		}()
 	}

@@ -499,7 +499,7 @@ func TestAccessControl(t *testing.T) {
 	rc := &rawClient{t: t, c: c, br: bufio.NewReader(c)}
 	if err := rc.send(progMount, 3, mntMnt, enc("/demo/1")); err == nil {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := readRecord(rc.br, nil); err == nil {
+		if _, err := readRecord(rc.br, nil, nil); err == nil {
 			t.Fatal("a client outside nfs.allow got a MOUNT reply")
 		}
 	}
@@ -515,7 +515,7 @@ func TestAccessControl(t *testing.T) {
 	rc2 := &rawClient{t: t, c: c2, br: bufio.NewReader(c2)}
 	if err := rc2.send(progNFS, 3, procNull, nil); err == nil {
 		c2.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := readRecord(rc2.br, nil); err == nil {
+		if _, err := readRecord(rc2.br, nil, nil); err == nil {
 			t.Fatal("a client on an unprivileged port got a reply with secure_ports on")
 		}
 	}

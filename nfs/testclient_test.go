@@ -81,7 +81,7 @@ func (rc *rawClient) call(prog, vers, proc uint32, args []byte) reply {
 func (rc *rawClient) recv() reply {
 	rc.t.Helper()
 	rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	rec, err := readRecord(rc.br, nil)
+	rec, err := readRecord(rc.br, nil, nil)
 	if err != nil {
 		rc.t.Fatalf("reading reply: %v", err)
 	}
