@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -85,4 +86,32 @@ func TestFirmware(t *testing.T) {
 			t.Errorf("arch %d: %q, want %q", a, got, want)
 		}
 	}
+}
+
+// FuzzParseCmdline: any kernel command line gives parameters or an error,
+// never a panic; what it accepts names an absolute export, and written
+// back with Args it reads the same.
+func FuzzParseCmdline(f *testing.F) {
+	f.Add("console=ttyS0 bootd.nfs=10.0.0.1:2049:/bookworm/3 bootd.hostname=n1 BOOTIF=01-52-54-00-12-34-56 bootd.timeout=60 bootd.debug")
+	f.Add("bootd.nfs=[fe80::1]:2049:/a/1 bootd.union=aufs bootd.tmpfs=1G bootd.init=/lib/systemd/systemd")
+	f.Add("bootd.nfs=:/ BOOTIF=zz bootd.timeout=-1")
+	f.Fuzz(func(t *testing.T, cmdline string) {
+		p, err := ParseCmdline(cmdline)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(p.Export, "/") {
+			t.Fatalf("export %q from %q", p.Export, cmdline)
+		}
+		if len(p.BootIF) != 0 && len(p.BootIF) != 6 {
+			return // a MAC Args does not write back
+		}
+		again, err := ParseCmdline(strings.Join(p.Args(), " "))
+		if err != nil {
+			t.Fatalf("%q: its own Args %q do not parse: %v", cmdline, p.Args(), err)
+		}
+		if fmt.Sprint(again) != fmt.Sprint(p) {
+			t.Fatalf("%q: read back as %+v, want %+v", cmdline, again, p)
+		}
+	})
 }

@@ -38,7 +38,8 @@ type Params struct {
 func (p Params) Args() []string {
 	var a []string
 	if p.NFS.IsValid() {
-		a = append(a, fmt.Sprintf("bootd.nfs=%s:%d:%s", p.NFS.Addr(), p.NFS.Port(), p.Export))
+		// AddrPort brackets an IPv6 address, as ParseCmdline wants it.
+		a = append(a, fmt.Sprintf("bootd.nfs=%s:%s", p.NFS, p.Export))
 	}
 	if p.Hostname != "" {
 		a = append(a, "bootd.hostname="+p.Hostname)
@@ -102,6 +103,9 @@ func ParseCmdline(cmdline string) (Params, error) {
 			}
 			p.Union = v
 		case "bootd.tmpfs":
+			if v == "" {
+				return p, fmt.Errorf("bootd.tmpfs=%q: want a tmpfs size (50%%, 2G)", v)
+			}
 			p.TmpfsSize = v
 		case "bootd.timeout":
 			n, err := strconv.Atoi(v)
@@ -110,6 +114,9 @@ func ParseCmdline(cmdline string) (Params, error) {
 			}
 			p.Timeout = time.Duration(n) * time.Second
 		case "bootd.init":
+			if !strings.HasPrefix(v, "/") {
+				return p, fmt.Errorf("bootd.init=%q: want an absolute path", v)
+			}
 			p.Init = v
 		case "bootd.debug":
 			p.Debug = true

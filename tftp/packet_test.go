@@ -86,6 +86,43 @@ func FuzzParseRequest(f *testing.F) {
 	})
 }
 
+// FuzzAcked: whatever a client sends during a transfer, the server takes
+// it as an ACK of one of the blocks in flight, as the client's ERROR, or
+// ignores it; block numbers that wrap past 65535 map back to the right
+// block.
+func FuzzAcked(f *testing.F) {
+	f.Add([]byte{0, opACK, 0, 1}, 0, 1)
+	f.Add([]byte{0, opACK, 0, 0}, 0, 0)
+	f.Add([]byte{0, opACK, 0xff, 0xff}, 65530, 65540)
+	f.Add([]byte{0, opERROR, 0, 2, 'x', 0}, 3, 7)
+	f.Add([]byte{0, opDATA, 0, 1}, 0, 4)
+	f.Fuzz(func(t *testing.T, pkt []byte, from, window int) {
+		if from < 0 || window < 0 || window > maxWindowSize || from > 1<<30 {
+			return
+		}
+		to := from + window
+		if window == 0 {
+			from, to = 0, 0
+		}
+		k, ok, err := acked(pkt, from, to)
+		if err != nil && (ok || len(pkt) < 4 || pkt[1] != opERROR) {
+			t.Fatalf("error %v for %x", err, pkt)
+		}
+		if !ok {
+			return
+		}
+		if to == 0 {
+			if k != 0 {
+				t.Fatalf("OACK acknowledged as block %d", k)
+			}
+			return
+		}
+		if k <= from || k > to || uint16(k) != uint16(pkt[2])<<8|uint16(pkt[3]) {
+			t.Fatalf("ACK %x with blocks (%d, %d] in flight taken as block %d", pkt, from, to, k)
+		}
+	})
+}
+
 // rawClient speaks TFTP packet by packet, to test what ready-made clients
 // never do: windows, lost and duplicate ACKs, errors, block wrap.
 type rawClient struct {

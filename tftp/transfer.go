@@ -166,25 +166,11 @@ func (t *transfer) exchange(send func() error, from, to int) error {
 				}
 				return err
 			}
-			block, ok, isErr := parseAck(t.in[:n])
-			if isErr {
-				return errClient{binary.BigEndian.Uint16(t.in[2:4])}
+			k, ok, err := acked(t.in[:n], from, to)
+			if err != nil {
+				return err
 			}
 			if !ok {
-				continue
-			}
-			if to == 0 {
-				if block == 0 {
-					t.acked = 0
-					t.heardAck(sent)
-					return nil
-				}
-				continue
-			}
-			// The block acknowledged, as an int: the one in [from, to]
-			// whose low 16 bits match.
-			k := from + int(block-uint16(from))
-			if k <= from || k > to {
 				continue
 			}
 			t.acked = k
@@ -192,6 +178,30 @@ func (t *transfer) exchange(send func() error, from, to int) error {
 			return nil
 		}
 	}
+}
+
+// acked interprets a packet from the client while blocks (from, to] are
+// unacknowledged (from = to = 0: the OACK): the block it acknowledges, as
+// an int, if that is one of them; an error if the client ended the
+// transfer. Anything else (a duplicate ACK, a stray packet) is ignored.
+func acked(pkt []byte, from, to int) (int, bool, error) {
+	block, ok, isErr := parseAck(pkt)
+	if isErr {
+		return 0, false, errClient{binary.BigEndian.Uint16(pkt[2:4])}
+	}
+	if !ok {
+		return 0, false, nil
+	}
+	if to == 0 {
+		return 0, block == 0, nil
+	}
+	// The block acknowledged, as an int: the one in [from, to] whose low
+	// 16 bits match.
+	k := from + int(block-uint16(from))
+	if k <= from || k > to {
+		return 0, false, nil
+	}
+	return k, true, nil
 }
 
 func (t *transfer) heardAck(sent time.Time) {
