@@ -100,6 +100,25 @@ func (fc *fileCache) release(of *openFile) {
 	}
 }
 
+// dropGen closes the files of one generation (its index was dropped).
+func (fc *fileCache) dropGen(id genID) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for k, el := range fc.byKey {
+		if k.id != id {
+			continue
+		}
+		of := el.Value.(*openFile)
+		if of.refs == 0 {
+			of.f.Close()
+		} else {
+			of.dead = true
+		}
+		fc.lru.Remove(el)
+		delete(fc.byKey, k)
+	}
+}
+
 func (fc *fileCache) closeAll() {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()

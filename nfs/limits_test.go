@@ -1,10 +1,14 @@
 package nfs
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
@@ -163,5 +167,83 @@ func TestAcceptErrorsDoNotStop(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+// A generation directory removed and made again under the same number is
+// another tree: its old index and open files are dropped, so GETATTR and
+// READ describe the new files (before: GETATTR said the old size and READ
+// returned the new bytes cut to it).
+func TestRecreatedGenerationReindexed(t *testing.T) {
+	old := sweepEach
+	sweepEach = 100 * time.Millisecond
+	defer func() { sweepEach = old }()
+	fx := makeFixture(t, false)
+	rc := dialRaw(t, serve(t, fx.store, nil))
+	root, _ := rc.mount("/demo/1")
+	fh, a := rc.lookupPath(root, "etc", "hostname")
+	if a.size != 5 {
+		t.Fatalf("etc/hostname size %d", a.size)
+	}
+	rc.nfs(procRead, fh, uint64(0), uint32(100)) // opens and caches the file
+	gen := fx.store.GenDir("demo", 1)
+	if err := os.RemoveAll(gen); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(gen, "root", "etc"), 0o755)
+	os.MkdirAll(filepath.Join(gen, "boot"), 0o755)
+	os.WriteFile(filepath.Join(gen, "root", "etc", "hostname"), []byte("a-longer-name\n"), 0o644)
+	time.Sleep(400 * time.Millisecond)
+	root, _ = rc.mount("/demo/1")
+	fh2, a2 := rc.lookupPath(root, "etc", "hostname")
+	if a2.size != 14 {
+		t.Errorf("after the generation was made again: etc/hostname size %d, want 14", a2.size)
+	}
+	r := rc.nfs(procRead, fh2, uint64(0), uint32(100))
+	if st := r.u32(); st != nfs3OK {
+		t.Fatalf("READ: status %d", st)
+	}
+	readPostOp(r)
+	r.u32()
+	r.u32()
+	if got := string(r.opaque(100)); got != "a-longer-name\n" {
+		t.Errorf("READ after the generation was made again: %q", got)
+	}
+	if st := rc.nfs(procGetattr, fh).u32(); st == nfs3OK && !bytes.Equal(fh, fh2) {
+		t.Errorf("a handle of the old tree still resolves")
+	}
+}
+
+// At most maxTrees generation indexes are kept, however many generations
+// clients name.
+func TestIndexesBounded(t *testing.T) {
+	oldEach, oldMax := sweepEach, maxTrees
+	sweepEach, maxTrees = 100*time.Millisecond, 2
+	defer func() { sweepEach, maxTrees = oldEach, oldMax }()
+	fx := makeFixture(t, false)
+	for g := 2; g <= 5; g++ {
+		os.MkdirAll(filepath.Join(fx.store.RootDir("demo", g), "etc"), 0o755)
+	}
+	addr, s := serveS(t, fx.store, nil)
+	rc := dialRaw(t, addr)
+	for g := 1; g <= 5; g++ {
+		if _, st := rc.mount(fmt.Sprintf("/demo/%d", g)); st != mnt3OK {
+			t.Fatalf("MNT /demo/%d: %d", g, st)
+		}
+	}
+	time.Sleep(400 * time.Millisecond)
+	s.mu.RLock()
+	n := len(s.trees)
+	s.mu.RUnlock()
+	if n > 2 {
+		t.Errorf("%d generation indexes kept, want at most 2", n)
+	}
+	// A dropped index is built again on use, with the same handles.
+	root, st := rc.mount("/demo/1")
+	if st != mnt3OK {
+		t.Fatalf("MNT /demo/1 again: %d", st)
+	}
+	if _, a := rc.lookupPath(root, "etc", "hostname"); a.size != 5 {
+		t.Errorf("after re-indexing: size %d", a.size)
 	}
 }

@@ -28,9 +28,12 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bootd/bootd/store"
 )
@@ -103,7 +106,20 @@ type treeSlot struct {
 	ready atomic.Bool // t is built
 	t     *tree
 	err   error
+	// used is when a call last resolved a handle in this tree (unix
+	// seconds), for the sweep.
+	used atomic.Int64
 }
+
+// Indexes are kept while used: one not used for treeIdle is dropped (a
+// later call builds it again, with the same handles), and at most
+// maxTrees are kept, so that forged handles naming every old generation
+// in the store cannot make bootd hold all their indexes.
+var (
+	treeIdle  = 30 * time.Minute
+	maxTrees  = 16
+	sweepEach = 10 * time.Second
+)
 
 // New returns a server for the generations in cfg.Store.
 func New(cfg Config) *Server {
@@ -158,6 +174,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.files.closeAll()
 	}()
 	defer wg.Wait()
+	go s.sweepTrees(ctx)
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -421,6 +438,7 @@ func (s *Server) treeByID(id genID) (*tree, error) {
 	slot := s.trees[id]
 	s.mu.RUnlock()
 	if slot != nil && slot.ready.Load() {
+		slot.touch()
 		return slot.t, nil
 	}
 	s.mu.Lock()
@@ -477,6 +495,7 @@ func (s *Server) tree(name string, gen int) (*tree, error) {
 		s.trees[id] = slot
 	}
 	s.mu.Unlock()
+	slot.touch()
 	slot.once.Do(func() {
 		start := time.Now()
 		slot.t, slot.err = buildTree(name, gen, s.cfg.Store.RootDir(name, gen))
@@ -499,6 +518,82 @@ func (s *Server) tree(name string, gen int) (*tree, error) {
 		return nil, slot.err
 	}
 	return slot.t, nil
+}
+
+// touch records a use, at most one store a second.
+func (sl *treeSlot) touch() {
+	now := time.Now().Unix()
+	if sl.used.Load() != now {
+		sl.used.Store(now)
+	}
+}
+
+// sweepTrees drops indexes whose generation directory is gone or was
+// made again (another inode: its handles must not resolve into the old
+// index), then idle ones, then the least recently used beyond maxTrees.
+func (s *Server) sweepTrees(ctx context.Context) {
+	tk := time.NewTicker(sweepEach)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+			s.sweepOnce(time.Now())
+		}
+	}
+}
+
+func (s *Server) sweepOnce(now time.Time) {
+	type cand struct {
+		id   genID
+		used int64
+	}
+	var live []cand
+	var drop []genID
+	s.mu.RLock()
+	for id, sl := range s.trees {
+		if !sl.ready.Load() {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(s.cfg.Store.RootDir(sl.t.name, sl.t.gen), &st); err != nil || [2]uint64{st.Dev, st.Ino} != sl.t.rootID {
+			drop = append(drop, id)
+			continue
+		}
+		if now.Unix()-sl.used.Load() > int64(treeIdle/time.Second) {
+			// The current generation stays indexed: the next node to
+			// boot should not wait for it.
+			if cur, err := s.cfg.Store.Current(sl.t.name); err != nil || cur != sl.t.gen {
+				drop = append(drop, id)
+				continue
+			}
+		}
+		live = append(live, cand{id, sl.used.Load()})
+	}
+	s.mu.RUnlock()
+	if len(live) > maxTrees {
+		sort.Slice(live, func(i, j int) bool { return live[i].used > live[j].used })
+		for _, c := range live[maxTrees:] {
+			drop = append(drop, c.id)
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	s.mu.Lock()
+	for _, id := range drop {
+		if sl := s.trees[id]; sl != nil {
+			s.log.Info("dropped generation index", "image", sl.t.name, "generation", sl.t.gen)
+		}
+		delete(s.trees, id)
+		delete(s.known, id)
+	}
+	s.mu.Unlock()
+	for _, id := range drop {
+		s.files.dropGen(id)
+	}
+	debug.FreeOSMemory()
 }
 
 // Preload indexes the current generation of every image so that the first

@@ -301,6 +301,13 @@ func mkdev(major, minor uint32) uint64 {
 // serve starts a server on 127.0.0.1 for the store and returns its address.
 func serve(t testing.TB, st *store.Store, mod func(*Config)) string {
 	t.Helper()
+	addr, _ := serveS(t, st, mod)
+	return addr
+}
+
+// serveS is serve that also returns the server.
+func serveS(t testing.TB, st *store.Store, mod func(*Config)) (string, *Server) {
+	t.Helper()
 	cfg := Config{Store: st, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Logger: testLogger(t)}
 	if mod != nil {
 		mod(&cfg)
@@ -311,14 +318,15 @@ func serve(t testing.TB, st *store.Store, mod func(*Config)) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	s := New(cfg)
 	go func() {
 		defer close(done)
-		if err := New(cfg).Serve(ctx, ln); err != nil {
+		if err := s.Serve(ctx, ln); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
+	return ln.Addr().String(), s
 }
 
 // testLogger sends the server's log to the test's, shown on failure or -v.

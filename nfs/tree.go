@@ -37,6 +37,9 @@ type tree struct {
 	n      uint32
 
 	totalBytes uint64
+	// rootID is the root directory's identity when it was indexed: a
+	// generation directory removed and made again is another tree.
+	rootID [2]uint64
 }
 
 // genID names a generation in file handles: a hash of image name and
@@ -120,10 +123,11 @@ func buildTree(name string, gen int, root string) (*tree, error) {
 		return fail(err)
 	}
 	t := &tree{
-		name: name,
-		gen:  gen,
-		id:   makeGenID(name, gen),
-		fs:   osfs.New(root, osfs.WithBoundOS()),
+		name:   name,
+		gen:    gen,
+		id:     makeGenID(name, gen),
+		fs:     osfs.New(root, osfs.WithBoundOS()),
+		rootID: [2]uint64{st.Dev, st.Ino},
 	}
 	rootEnt := entry{parent: 0, check: pathHash(0, "")}
 	rootEnt.attr = statAttr(&st)
