@@ -129,7 +129,22 @@ func (t TFTP) BusyPollDuration() time.Duration { return t.busyPoll }
 type Syslog struct {
 	// Listen is the TCP and UDP address; "" (the default) receives none.
 	Listen string `yaml:"listen"`
+	// Allow lists the networks whose logs are kept; required with Listen,
+	// because UDP syslog is one unauthenticated packet and everything else
+	// on the wire would otherwise be written to the master's disk.
+	Allow []string `yaml:"allow"`
+	// MaxFileMB caps a node's log: past it, IP.log becomes IP.log.1
+	// (replacing the one before), so a node keeps at most twice this.
+	MaxFileMB int `yaml:"max_file_mb"`
+
+	allow []netip.Prefix
 }
+
+// AllowPrefixes returns syslog.allow parsed.
+func (s Syslog) AllowPrefixes() []netip.Prefix { return s.allow }
+
+// MaxFileSize returns max_file_mb in bytes.
+func (s Syslog) MaxFileSize() int64 { return int64(s.MaxFileMB) << 20 }
 
 // Initrd configures the generated initramfs.
 type Initrd struct {
@@ -164,6 +179,7 @@ func Default() Config {
 		},
 		DHCP:         DHCP{Mode: "proxy"},
 		TFTP:         TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us"},
+		Syslog:       Syslog{MaxFileMB: 64},
 		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
 		UnknownNodes: "boot",
 	}
@@ -256,6 +272,20 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		if _, err := netip.ParseAddrPort(c.Syslog.Listen); err != nil {
 			return fail("syslog.listen", "want IP:PORT such as \"0.0.0.0:514\", got %q", c.Syslog.Listen)
 		}
+		if len(c.Syslog.Allow) == 0 {
+			return fail("syslog.allow", "list the node networks whose logs are kept, e.g. [\"10.0.0.0/24\"]; everyone else is refused")
+		}
+	}
+	c.Syslog.allow = nil
+	for i, s := range c.Syslog.Allow {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return fail(fmt.Sprintf("syslog.allow[%d]", i), "want a network in CIDR form such as 10.0.0.0/24 or a single address, got %q", s)
+		}
+		c.Syslog.allow = append(c.Syslog.allow, p)
+	}
+	if c.Syslog.MaxFileMB < 1 || c.Syslog.MaxFileMB > 1<<20 {
+		return fail("syslog.max_file_mb", "want a whole number of MiB from 1 to 1048576, got %d", c.Syslog.MaxFileMB)
 	}
 	switch c.Initrd.Compression {
 	case "", "zstd", "gzip":

@@ -51,6 +51,32 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestSyslogSection(t *testing.T) {
+	cfg, err := Parse("bootd.yaml", []byte(`
+nfs: {listen: ""}
+syslog:
+  listen: "10.0.0.1:514"
+  allow: ["10.0.0.0/24", "192.168.1.7", "10.1.2.3/16"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range cfg.Syslog.AllowPrefixes() {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, " ") != "10.0.0.0/24 192.168.1.7/32 10.1.0.0/16" {
+		t.Errorf("syslog.allow = %v", got)
+	}
+	if cfg.Syslog.MaxFileSize() != 64<<20 {
+		t.Errorf("syslog.max_file_mb default: %d bytes", cfg.Syslog.MaxFileSize())
+	}
+	cfg, err = Parse("bootd.yaml", []byte("nfs: {listen: \"\"}\nsyslog: {max_file_mb: 8}\n"))
+	if err != nil || cfg.Syslog.Listen != "" || cfg.Syslog.MaxFileSize() != 8<<20 {
+		t.Errorf("syslog off, max_file_mb 8: %v %+v", err, cfg.Syslog)
+	}
+}
+
 func TestErrorsNameFileLineAndKey(t *testing.T) {
 	cases := []struct{ yaml, want string }{
 		{"state_dir: /x\nnfs:\n  lisen: \":2049\"\n", `bootd.yaml:3: unknown key "lisen" in nfs (known keys: allow, listen, secure_ports)`},
@@ -70,6 +96,10 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"nfs: {listen: \"\"}\ntftp:\n  loaders: {grub.efi: /x}\n", `bootd.yaml:3: tftp.loaders.grub.efi: unknown loader`},
 		{"nfs: {listen: \"\"}\ntftp: {busy_poll: 1s}\n", `bootd.yaml:2: tftp.busy_poll: want a duration up to 10ms`},
 		{"nfs: {listen: \"\"}\ndefaults: {image: Bad}\n", `bootd.yaml:2: defaults.image: image name "Bad"`},
+		{"nfs: {listen: \"\"}\nsyslog: {listen: \"0.0.0.0:514\"}\n", `bootd.yaml:2: syslog.allow: list the node networks`},
+		{"nfs: {listen: \"\"}\nsyslog:\n  listen: \"0.0.0.0:514\"\n  allow: []\n", `bootd.yaml:4: syslog.allow: list the node networks`},
+		{"nfs: {listen: \"\"}\nsyslog:\n  listen: \"0.0.0.0:514\"\n  allow: [10.0.0.0/24, 10.0.0/33]\n", `bootd.yaml:4: syslog.allow[1]: want a network in CIDR form`},
+		{"nfs: {listen: \"\"}\nsyslog:\n  allow: [10.0.0.0/24]\n  max_file_mb: 0\n", `bootd.yaml:4: syslog.max_file_mb: want a whole number of MiB`},
 	}
 	for _, c := range cases {
 		_, err := Parse("bootd.yaml", []byte(c.yaml))

@@ -107,7 +107,7 @@ interface: %s
 dhcp: {mode: proxy, ipv6_ra: true}
 tftp: {listen: "0.0.0.0:69"}
 nfs: {listen: "%s:2049", allow: ["10.213.0.0/24"]}
-syslog: {listen: "%s:514"}
+syslog: {listen: "%s:514", allow: ["10.213.0.0/24"]}
 defaults: {image: %s, console: "ttyS0,115200n8", append: "quiet"}
 unknown_nodes: ignore
 image:

@@ -79,7 +79,8 @@ func runServe(args []string) error {
 		start(func() error { return srv.ListenAndServe(ctx, cfg.TFTP.Listen) })
 	}
 	if cfg.Syslog.Listen != "" {
-		srv := syslog.New(filepath.Join(cfg.StateDir, "logs"), cfg.NFS.AllowPrefixes(), log)
+		srv := syslog.New(syslog.Config{Dir: filepath.Join(cfg.StateDir, "logs"), Allow: cfg.Syslog.AllowPrefixes(), Logger: log,
+			Limits: syslog.Limits{MaxFileSize: cfg.Syslog.MaxFileSize()}})
 		start(func() error { return srv.ListenAndServe(ctx, cfg.Syslog.Listen) })
 	}
 	if cfg.DHCP.IPv6RA && cfg.DHCP.Mode != "off" {
