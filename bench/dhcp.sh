@@ -130,9 +130,9 @@ write_bootd_config() { # MODE FILE
     echo "state_dir: $STATE"
     echo "interface: $SRV_IF"
     if [ "$1" = full ]; then
-      echo "dhcp: {mode: full, subnet: 10.215.0.0/16, range: [10.215.1.0, 10.215.254.254]}"
+      echo "dhcp: {mode: full, subnet: 10.215.0.0/16, range: [10.215.1.0, 10.215.254.254], relays: [$CLI_IP]}"
     else
-      echo "dhcp: {mode: proxy}"
+      echo "dhcp: {mode: proxy, relays: [$CLI_IP]}"
     fi
     echo 'tftp: {listen: ""}'
     echo 'nfs: {listen: ""}'

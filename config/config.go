@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -66,6 +67,10 @@ type NFS struct {
 	// SecurePorts refuses clients whose source port is 1024 or above, as
 	// kernel nfsd's "secure" export option does.
 	SecurePorts bool `yaml:"secure_ports"`
+	// MaxConnections bounds client connections in all (default 1024) and
+	// MaxConnectionsPerClient those from one address (default 8).
+	MaxConnections          int `yaml:"max_connections"`
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
 
 	allow []netip.Prefix
 }
@@ -89,9 +94,16 @@ type DHCP struct {
 	Domain    string   `yaml:"domain"`
 	LeaseTime string   `yaml:"lease_time"`
 	Range     []string `yaml:"range"`
+	// Relays lists the DHCP relay agents (giaddr) whose requests are
+	// answered; relayed requests naming any other address are dropped.
+	Relays []string `yaml:"relays"`
 
-	full FullDHCP
+	full   FullDHCP
+	relays []netip.Addr
 }
+
+// RelayAddrs returns the parsed relays.
+func (d DHCP) RelayAddrs() []netip.Addr { return d.relays }
 
 // FullDHCP is the dhcp section parsed, for full mode.
 type FullDHCP struct {
@@ -118,6 +130,13 @@ type TFTP struct {
 	// sleeps ("200us" by default, "0" never): an idle master's wake-up per
 	// ACK is most of a TFTP round trip. See tftp.Config.BusyPoll.
 	BusyPoll string `yaml:"busy_poll"`
+	// MaxTransfers bounds transfers in progress in all (default 1024),
+	// MaxTransfersPerClient those from one address (default 8), and
+	// RequestsPerSecond the sustained rate of new requests from one
+	// address (default 20, bursts of twice that).
+	MaxTransfers          int     `yaml:"max_transfers"`
+	MaxTransfersPerClient int     `yaml:"max_transfers_per_client"`
+	RequestsPerSecond     float64 `yaml:"requests_per_second"`
 
 	busyPoll time.Duration
 }
@@ -214,6 +233,14 @@ func Parse(path string, data []byte) (*Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	// A second document ("---") would be ignored silently: whatever the
+	// admin put there would never take effect.
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return nil, fmt.Errorf("%s:%d: a second YAML document: bootd reads one; join them or remove the \"---\"", path, more.Line)
+	} else if !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
 	return &cfg, cfg.validate(path, doc)
 }
 
@@ -257,6 +284,23 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		return fail("tftp.busy_poll", "want a duration up to 10ms such as \"200us\", or \"0\" to never poll, got %q", c.TFTP.BusyPoll)
 	}
 	c.TFTP.busyPoll = bp
+	for key, v := range map[string]int{"tftp.max_transfers": c.TFTP.MaxTransfers, "tftp.max_transfers_per_client": c.TFTP.MaxTransfersPerClient,
+		"nfs.max_connections": c.NFS.MaxConnections, "nfs.max_connections_per_client": c.NFS.MaxConnectionsPerClient} {
+		if v < 0 || v > 1<<20 {
+			return fail(key, "want a number from 1 to 1048576 (or 0 for the default), got %d", v)
+		}
+	}
+	if r := c.TFTP.RequestsPerSecond; r < 0 || r > 1e6 {
+		return fail("tftp.requests_per_second", "want a rate from 1 to 1000000 (or 0 for the default), got %v", r)
+	}
+	c.DHCP.relays = nil
+	for i, s := range c.DHCP.Relays {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return fail(fmt.Sprintf("dhcp.relays[%d]", i), "want the IPv4 address a relay agent puts in giaddr, got %q", s)
+		}
+		c.DHCP.relays = append(c.DHCP.relays, a)
+	}
 	loaders := DefaultLoaders()
 	for name, path := range c.TFTP.Loaders {
 		if _, known := loaders[name]; !known {
@@ -305,6 +349,13 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	case "boot", "ignore":
 	default:
 		return fail("unknown_nodes", "want boot or ignore, got %q", c.UnknownNodes)
+	}
+	// These go into every pxelinux config and kernel command line: a line
+	// break would start a config line of its own.
+	for key, v := range map[string]string{"defaults.append": c.Defaults.Append, "defaults.console": c.Defaults.Console} {
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fail(key, "must be one line without control characters, got %q", v)
+		}
 	}
 	if c.Defaults.Image != "" {
 		if err := store.ValidName(c.Defaults.Image); err != nil {

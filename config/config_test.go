@@ -79,7 +79,7 @@ syslog:
 
 func TestErrorsNameFileLineAndKey(t *testing.T) {
 	cases := []struct{ yaml, want string }{
-		{"state_dir: /x\nnfs:\n  lisen: \":2049\"\n", `bootd.yaml:3: unknown key "lisen" in nfs (known keys: allow, listen, secure_ports)`},
+		{"state_dir: /x\nnfs:\n  lisen: \":2049\"\n", `bootd.yaml:3: unknown key "lisen" in nfs (known keys: allow, listen, max_connections, max_connections_per_client, secure_ports)`},
 		{"statedir: /x\n", `bootd.yaml:1: unknown key "statedir" in the top level`},
 		{"nfs:\n  allow: [10.0.0.0/24, 10.0.0/33]\n", `bootd.yaml:2: nfs.allow[1]: want a network in CIDR form`},
 		{"nfs:\n  allow: 10.0.0.0/24\n", `bootd.yaml:2: nfs.allow: want a list`},
@@ -100,6 +100,13 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"nfs: {listen: \"\"}\nsyslog:\n  listen: \"0.0.0.0:514\"\n  allow: []\n", `bootd.yaml:4: syslog.allow: list the node networks`},
 		{"nfs: {listen: \"\"}\nsyslog:\n  listen: \"0.0.0.0:514\"\n  allow: [10.0.0.0/24, 10.0.0/33]\n", `bootd.yaml:4: syslog.allow[1]: want a network in CIDR form`},
 		{"nfs: {listen: \"\"}\nsyslog:\n  allow: [10.0.0.0/24]\n  max_file_mb: 0\n", `bootd.yaml:4: syslog.max_file_mb: want a whole number of MiB`},
+		// Hostile or mistaken input that used to pass.
+		{"nfs: {listen: \"\"}\n---\nnfs: {listen: \"0.0.0.0:2049\"}\n", `bootd.yaml:2: a second YAML document`},
+		{"nfs: {listen: \"\"}\ndefaults:\n  append: \"quiet\\nMENU HIDDEN\"\n", `bootd.yaml:3: defaults.append: must be one line`},
+		{"nfs: {listen: \"\"}\ndefaults:\n  console: \"ttyS0\\rx\"\n", `bootd.yaml:3: defaults.console: must be one line`},
+		{"nfs: {listen: \"\"}\ndhcp:\n  relays: [10.0.0.1, nope]\n", `bootd.yaml:3: dhcp.relays[1]: want the IPv4 address`},
+		{"nfs: {listen: \"\"}\ntftp:\n  max_transfers: -1\n", `bootd.yaml:3: tftp.max_transfers: want a number`},
+		{"nfs:\n  allow: [1.2.3.4]\n  max_connections_per_client: -3\n", `bootd.yaml:3: nfs.max_connections_per_client: want a number`},
 	}
 	for _, c := range cases {
 		_, err := Parse("bootd.yaml", []byte(c.yaml))

@@ -436,6 +436,10 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 		return nil, nil
 	}
 	log := f.log.With("mac", mac.String())
+	if _, ok := f.cfg.relayed(req); !ok {
+		log.Debug("ignored: relayed by an address not in dhcp.relays", "giaddr", req.GatewayIPAddr.String())
+		return nil, nil
+	}
 	server := net.IP(f.cfg.ServerIP.AsSlice())
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -371,3 +371,19 @@ func TestFullLeaseFileChecked(t *testing.T) {
 		t.Errorf("second holder of 10.213.0.101: %v", ack)
 	}
 }
+
+// Full mode answers relayed requests only from dhcp.relays: the answer
+// goes to the giaddr the request names.
+func TestFullRelays(t *testing.T) {
+	now := time.Now()
+	f := newFull(t, "", &now)
+	stranger := net.IPv4(192, 0, 2, 7)
+	r := req{mac: known, mt: dhcpv4.MessageTypeDiscover, giaddr: stranger}.packet(t)
+	if resp, dest := f.Reply(r, PortDHCP, &net.UDPAddr{IP: stranger, Port: 67}); resp != nil {
+		t.Errorf("a DISCOVER relayed by an unlisted address was answered, to %v", dest)
+	}
+	f.cfg.Relays = []netip.Addr{netip.MustParseAddr("192.0.2.7")}
+	if resp, dest := f.Reply(r, PortDHCP, &net.UDPAddr{IP: stranger, Port: 67}); resp == nil || dest.String() != "192.0.2.7:67" {
+		t.Errorf("a DISCOVER from a listed relay: %v to %v", resp, dest)
+	}
+}

@@ -22,7 +22,8 @@
 //     unicast to the client, which by then has its address.
 //
 // Option 97 (client UUID) is echoed when present and not required. A
-// request that came through a relay (giaddr set) is answered to the relay.
+// request that came through a relay (giaddr set) is answered to the relay
+// if it is one of dhcp.relays, and dropped otherwise.
 // Anything else, garbage included, is dropped with a debug log line.
 package dhcp
 
@@ -61,6 +62,28 @@ type Config struct {
 	Planner  *boot.Planner
 	Events   *events.Log
 	Logger   *slog.Logger
+	// Relays are the DHCP relay agents (giaddr) whose requests are
+	// answered; a request naming any other relay is dropped, since its
+	// answer would go to whatever address the request named.
+	Relays []netip.Addr
+}
+
+// relayed says whether req came through a relay, and whether that relay
+// is one of cfg's.
+func (cfg *Config) relayed(req *dhcpv4.DHCPv4) (via, allowed bool) {
+	if req.GatewayIPAddr == nil || req.GatewayIPAddr.IsUnspecified() {
+		return false, true
+	}
+	gi, ok := netip.AddrFromSlice(req.GatewayIPAddr)
+	if !ok {
+		return true, false
+	}
+	for _, r := range cfg.Relays {
+		if r == gi.Unmap() {
+			return true, true
+		}
+	}
+	return true, false
 }
 
 // Proxy is the proxy-DHCP server.
@@ -240,6 +263,10 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 	mac := req.ClientHWAddr
 	log := p.log.With("mac", mac.String(), "port", port)
 	if req.OpCode != dhcpv4.OpcodeBootRequest || len(mac) != 6 {
+		return nil, nil
+	}
+	if _, ok := p.cfg.relayed(req); !ok {
+		log.Debug("ignored: relayed by an address not in dhcp.relays", "giaddr", req.GatewayIPAddr.String())
 		return nil, nil
 	}
 	fw, why := pxeFirmware(req)

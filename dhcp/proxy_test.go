@@ -37,6 +37,7 @@ func newProxy(t testing.TB, bootUnknown bool) (*Proxy, *events.Log) {
 		Planner:  &boot.Planner{Nodes: table, BootUnknown: bootUnknown},
 		Events:   evs,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Relays:   []netip.Addr{netip.MustParseAddr("10.9.0.1")},
 	}), evs
 }
 
@@ -185,6 +186,12 @@ func TestRelayed(t *testing.T) {
 	}
 	if dest.String() != "10.9.0.1:67" || !resp.GatewayIPAddr.Equal(relay) {
 		t.Errorf("relayed answer to %v with giaddr %v, want the relay on port 67", dest, resp.GatewayIPAddr)
+	}
+	// A request naming a relay that is not in dhcp.relays would make bootd
+	// send its answer wherever the request said: it is dropped.
+	stranger := net.IPv4(192, 0, 2, 7)
+	if resp, dest := p.Reply(req{mac: known, mt: dhcpv4.MessageTypeDiscover, class: "PXEClient", arch: arch(iana.INTEL_X86PC), giaddr: stranger}.packet(t), PortDHCP, &net.UDPAddr{IP: stranger, Port: 67}); resp != nil {
+		t.Errorf("a DISCOVER relayed by an unlisted address was answered, to %v", dest)
 	}
 }
 

@@ -9,8 +9,9 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"syscall"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/config"
@@ -48,70 +49,88 @@ func runServe(args []string) error {
 		return err
 	}
 
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	start := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil {
-				errc <- err
-				stop()
-			}
-		}()
-	}
+	// A service that cannot go on (a port it cannot bind) stops the others
+	// and bootd exits with its error, for systemd to restart it. Passing
+	// trouble (out of descriptors, a client that misbehaves) each service
+	// rides out on its own.
+	g, gctx := errgroup.WithContext(ctx)
+	var stats statsWriter
+	stats.path = filepath.Join(cfg.StateDir, "run", "stats.json")
 	if cfg.NFS.Listen != "" {
 		srv := nfs.New(nfs.Config{
-			Store:       st,
-			Allow:       cfg.NFS.AllowPrefixes(),
-			SecurePorts: cfg.NFS.SecurePorts,
-			Logger:      log,
+			Store:             st,
+			Allow:             cfg.NFS.AllowPrefixes(),
+			SecurePorts:       cfg.NFS.SecurePorts,
+			MaxConns:          cfg.NFS.MaxConnections,
+			MaxConnsPerClient: cfg.NFS.MaxConnectionsPerClient,
+			Logger:            log,
 			OnMount: func(client netip.AddrPort, image string, gen int) {
 				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Detail: fmt.Sprintf("%s/%d", image, gen)})
 			},
 		})
-		go srv.Preload()
-		start(func() error { return srv.ListenAndServe(ctx, cfg.NFS.Listen) })
+		g.Go(func() error { srv.Preload(); return nil })
+		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.NFS.Listen) })
+		stats.nfs = srv
 	}
 	if cfg.TFTP.Listen != "" {
 		srv := tftp.New(tftp.Config{Planner: planner, Store: st, Loaders: cfg.TFTP.Loaders, Events: evs, Logger: log,
-			BusyPoll: cfg.TFTP.BusyPollDuration()})
-		start(func() error { return srv.ListenAndServe(ctx, cfg.TFTP.Listen) })
+			BusyPoll: cfg.TFTP.BusyPollDuration(),
+			Limits: tftp.Limits{Transfers: cfg.TFTP.MaxTransfers, PerClient: cfg.TFTP.MaxTransfersPerClient,
+				Rate: cfg.TFTP.RequestsPerSecond}})
+		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.TFTP.Listen) })
+		stats.tftp = srv
 	}
 	if cfg.Syslog.Listen != "" {
 		srv := syslog.New(syslog.Config{Dir: filepath.Join(cfg.StateDir, "logs"), Allow: cfg.Syslog.AllowPrefixes(), Logger: log,
 			Limits: syslog.Limits{MaxFileSize: cfg.Syslog.MaxFileSize()}})
-		start(func() error { return srv.ListenAndServe(ctx, cfg.Syslog.Listen) })
+		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.Syslog.Listen) })
+		stats.syslog = srv
 	}
 	if cfg.DHCP.IPv6RA && cfg.DHCP.Mode != "off" {
-		start(func() error { return dhcp.ServeRouterAdvertisements(ctx, cfg.Interface, log) })
+		g.Go(func() error { return dhcp.ServeRouterAdvertisements(gctx, cfg.Interface, log) })
 	}
+	dcfg := dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log,
+		Relays: cfg.DHCP.RelayAddrs()}
 	switch cfg.DHCP.Mode {
 	case "proxy":
-		srv := dhcp.NewProxy(dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log})
-		start(func() error { return srv.Serve(ctx) })
+		srv := dhcp.NewProxy(dcfg)
+		g.Go(func() error { return srv.Serve(gctx) })
 	case "full":
 		fc := cfg.DHCP.Full()
 		srv, err := dhcp.NewFull(dhcp.FullConfig{
-			Config: dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log},
+			Config: dcfg,
 			Network: dhcp.Network{Subnet: fc.Subnet, Router: fc.Router, DNS: fc.DNS, Domain: fc.Domain,
 				LeaseTime: fc.LeaseTime, RangeStart: fc.RangeStart, RangeEnd: fc.RangeEnd},
 			LeaseFile: filepath.Join(cfg.StateDir, "dhcp", "leases.json"),
 		})
 		if err != nil {
+			stop()
+			g.Wait()
 			return err
 		}
-		start(func() error { return srv.Serve(ctx) })
+		g.Go(func() error { return srv.Serve(gctx) })
 	}
-	<-ctx.Done()
-	wg.Wait()
-	select {
-	case err := <-errc:
+	g.Go(func() error { stats.run(gctx, log); return nil })
+	// SIGHUP (a closed terminal, a `systemctl reload`) must not end serve.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				log.Warn("SIGHUP: bootd reloads nothing yet; restart it to apply config changes")
+			}
+		}
+	})
+	err = g.Wait()
+	if err != nil {
 		return err
-	default:
-		log.Info("bootd stopped")
-		return nil
 	}
+	log.Info("bootd stopped")
+	return nil
 }
 
 // newPlanner builds the boot plan and finds the address nodes reach bootd

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,5 +220,70 @@ func TestServeBadConfig(t *testing.T) {
 	out, err = exec.Command(bootdBin, "serve", "--config", "/nonexistent/bootd.yaml").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "/nonexistent/bootd.yaml") {
 		t.Errorf("missing config: %v %s", err, out)
+	}
+}
+
+// SIGHUP does not end serve, and serve keeps STATE/run/stats.json.
+func TestServeSIGHUPAndStats(t *testing.T) {
+	state := t.TempDir()
+	makeImage(t, state, 10)
+	addr := freePort(t)
+	d := startBootd(t, state, addr)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("bootd stopped serving after SIGHUP: %v\n%s", err, d.logText())
+	}
+	c.Close()
+	var st Stats
+	for i := 0; i < 50; i++ {
+		b, err := os.ReadFile(filepath.Join(state, "run", "stats.json"))
+		if err == nil && json.Unmarshal(b, &st) == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st.PID != d.cmd.Process.Pid || st.Goroutines == 0 || st.OpenFDs == 0 || st.RSSBytes == 0 || st.NFSConns == nil {
+		t.Errorf("stats.json: %+v", st)
+	}
+}
+
+// A service that cannot start ends serve with its error, whatever the
+// number of services failing at once.
+func TestServeExitsWhenServicesFail(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ubusy, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ubusy.Close()
+	state := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "bootd.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\ninterface: lo\ndhcp: {mode: \"off\"}\ntftp: {listen: %q}\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\nsyslog: {listen: %q, allow: [127.0.0.1/32]}\n",
+		state, ubusy.LocalAddr().String(), busy.Addr().String(), busy.Addr().String())), 0o644)
+	cmd := exec.Command(bootdBin, "serve", "--config", cfg)
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("serve exited 0 with its ports taken:\n%s", out.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Errorf("serve hung with its ports taken:\n%s", out.String())
 	}
 }
