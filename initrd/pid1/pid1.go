@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -51,6 +52,24 @@ type initProc struct {
 	start    time.Time
 	params   boot.Params
 	deadline time.Time
+	step     atomic.Value // string: the step running, for the watchdog
+}
+
+// watchdogGrace is how long past bootd.timeout a step may stay blocked
+// before the watchdog reboots the node.
+const watchdogGrace = 30 * time.Second
+
+// watchdog calls fire with the step then running if it is not stopped
+// within d. retry gives up on a failing step at the deadline, but a step
+// blocked in a system call never returns to be given up on: a hard NFS
+// mount waits for its server for ever. The watchdog runs on another
+// thread and reboots the node anyway.
+func (p *initProc) watchdog(d time.Duration, fire func(step string)) (stop func() bool) {
+	t := time.AfterFunc(d, func() {
+		s, _ := p.step.Load().(string)
+		fire(s)
+	})
+	return t.Stop
 }
 
 // Main runs the init. It never returns.
@@ -90,6 +109,7 @@ func (p *initProc) fatal(format string, args ...any) {
 
 // retry runs a step until it works, backing off, until the boot deadline.
 func (p *initProc) retry(what string, f func() error) {
+	p.step.Store(what)
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
 		t := time.Now()
@@ -128,6 +148,9 @@ func (p *initProc) run() {
 	p.params = params
 	p.deadline = p.start.Add(params.Timeout)
 	p.say("booting %s from %s (hostname %q)", params.Export, params.NFS, params.Hostname)
+	stopWatchdog := p.watchdog(time.Until(p.deadline)+watchdogGrace, func(step string) {
+		p.fatal("%s: still blocked %v after bootd.timeout=%v", step, watchdogGrace, params.Timeout)
+	})
 
 	man, mods, err := readManifest()
 	if err != nil {
@@ -167,6 +190,7 @@ func (p *initProc) run() {
 		p.fatal("preparing the new root: %v", err)
 	}
 	p.say("switching to %s after %v", params.Init, time.Since(p.start).Round(time.Millisecond))
+	stopWatchdog()
 	if err := mount.SwitchRoot(newRoot, params.Init); err != nil {
 		p.fatal("switch_root: %v", err)
 	}

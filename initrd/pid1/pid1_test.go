@@ -1,9 +1,11 @@
 package pid1
 
 import (
+	"io"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bootd/bootd/boot"
 )
@@ -33,4 +35,30 @@ func TestMaskBits(t *testing.T) {
 			t.Errorf("maskBits(/%d) = %d", bits, got)
 		}
 	}
+}
+
+// A step blocked in a system call (a hard NFS mount with no server) never
+// returns to retry: the watchdog fires past the deadline and names it.
+func TestWatchdogNamesTheBlockedStep(t *testing.T) {
+	p := &initProc{out: io.Discard}
+	fired := make(chan string, 1)
+	stop := p.watchdog(50*time.Millisecond, func(step string) { fired <- step })
+	defer stop()
+	block := make(chan struct{})
+	go p.retry("mounting /img/1 read-only", func() error { <-block; return nil })
+	select {
+	case step := <-fired:
+		if step != "mounting /img/1 read-only" {
+			t.Errorf("watchdog named %q", step)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watchdog did not fire for a blocked step")
+	}
+	close(block)
+	// Stopped in time, it never fires.
+	stop2 := p.watchdog(100*time.Millisecond, func(string) { t.Error("a stopped watchdog fired") })
+	if !stop2() {
+		t.Error("could not stop the watchdog")
+	}
+	time.Sleep(200 * time.Millisecond)
 }
