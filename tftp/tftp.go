@@ -371,6 +371,10 @@ type fileCache struct {
 	size  int64
 	lru   *list.List
 	items map[string]*list.Element
+	// loading holds a channel per file being read, closed when it is in:
+	// a boot storm's first requests all miss at once, and each reading
+	// its own copy of an initrd would cost a copy per node.
+	loading map[string]chan struct{}
 }
 
 type cached struct {
@@ -397,7 +401,7 @@ func idOf(st os.FileInfo) fileID {
 }
 
 func newFileCache(max int64) *fileCache {
-	return &fileCache{max: max, lru: list.New(), items: map[string]*list.Element{}}
+	return &fileCache{max: max, lru: list.New(), items: map[string]*list.Element{}, loading: map[string]chan struct{}{}}
 }
 
 // get returns the file's bytes, from memory while the file at that path
@@ -409,16 +413,33 @@ func (fc *fileCache) get(file string) ([]byte, error) {
 	}
 	id := idOf(st)
 	fc.mu.Lock()
-	if el, ok := fc.items[file]; ok {
-		c := el.Value.(*cached)
-		if c.id == id {
-			fc.lru.MoveToFront(el)
-			fc.mu.Unlock()
-			return c.data, nil
+	for {
+		if el, ok := fc.items[file]; ok {
+			c := el.Value.(*cached)
+			if c.id == id {
+				fc.lru.MoveToFront(el)
+				fc.mu.Unlock()
+				return c.data, nil
+			}
+			fc.remove(el)
 		}
-		fc.remove(el)
+		wait, busy := fc.loading[file]
+		if !busy {
+			break
+		}
+		fc.mu.Unlock()
+		<-wait
+		fc.mu.Lock()
 	}
+	done := make(chan struct{})
+	fc.loading[file] = done
 	fc.mu.Unlock()
+	defer func() {
+		fc.mu.Lock()
+		delete(fc.loading, file)
+		fc.mu.Unlock()
+		close(done)
+	}()
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
@@ -429,10 +450,13 @@ func (fc *fileCache) get(file string) ([]byte, error) {
 	if st, err = f.Stat(); err != nil {
 		return nil, err
 	}
-	data, err := io.ReadAll(io.LimitReader(f, st.Size()+1))
-	if err != nil {
+	// One buffer of the size stat gave: no doubling copies of an initrd.
+	data := make([]byte, st.Size())
+	n, err := io.ReadFull(f, data)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return nil, err
 	}
+	data = data[:n]
 	c := &cached{path: file, data: data, id: idOf(st)}
 	if int64(len(data)) != st.Size() {
 		c.id.size = -1 // changed while read: read it again next time
