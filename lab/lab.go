@@ -6,7 +6,8 @@
 //
 // Every address lives inside these namespaces; nothing is routed to any
 // other network. Everything the lab starts is recorded (namespaces by
-// name, processes by PID) and removed by Down, which is safe to repeat.
+// name, processes by PID and start time) and removed by Down, which is
+// safe to repeat.
 package lab
 
 import (
@@ -14,9 +15,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -42,13 +45,69 @@ type Lab struct {
 	Procs []Proc   `json:"procs"`
 	Taps  []string `json:"taps"`
 	Nodes []Node   `json:"nodes"`
+	// Out is where Down says which processes it left alone; nil is
+	// standard error.
+	Out io.Writer `json:"-"`
 }
 
-// Proc is a process the lab started.
+// Proc is a process the lab started. Its PID alone names it only while it
+// runs: after it exits, or after a reboot, the number may be anyone's, and
+// bootd runs as root. Its start time on this boot pins it down.
 type Proc struct {
 	Name string `json:"name"`
 	PID  int    `json:"pid"`
 	Log  string `json:"log"`
+	// StartTicks is field 22 of /proc/PID/stat (clock ticks after boot)
+	// and BootID the kernel's boot_id, both when the lab started it.
+	// Missing in lab.json files of older bootds.
+	StartTicks uint64 `json:"start_ticks,omitempty"`
+	BootID     string `json:"boot_id,omitempty"`
+}
+
+func bootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("reading the boot ID: %w", err)
+	}
+	return string(bytes.TrimSpace(b)), nil
+}
+
+// procStat returns a process's state (field 3 of /proc/PID/stat) and
+// start time (field 22).
+func procStat(pid int) (state byte, start uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold anything,
+	// parentheses and spaces included: count fields after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: cannot read state and start time after the command name", pid)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: start time: %w", pid, err)
+	}
+	return f[0][0], start, nil
+}
+
+// identify records a process the lab has just started. It must not have
+// been waited for yet: until then its PID cannot be anyone else's.
+func identify(name string, pid int, log string) (Proc, error) {
+	boot, err := bootID()
+	if err != nil {
+		return Proc{}, err
+	}
+	_, start, err := procStat(pid)
+	if err != nil {
+		return Proc{}, fmt.Errorf("recording %s's start time: %w", name, err)
+	}
+	return Proc{Name: name, PID: pid, Log: log, StartTicks: start, BootID: boot}, nil
 }
 
 // NS returns the full name of one of the lab's namespaces.
@@ -174,7 +233,15 @@ func (l *Lab) Start(role, name string, args ...string) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	f.Close()
-	l.Procs = append(l.Procs, Proc{Name: name, PID: cmd.Process.Pid, Log: logPath})
+	p, err := identify(name, cmd.Process.Pid, logPath)
+	if err != nil {
+		// Not yet waited for, so still ours to kill; unrecorded, nothing
+		// else would stop it.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		return nil, err
+	}
+	l.Procs = append(l.Procs, p)
 	go cmd.Wait() // reap
 	return cmd, l.save()
 }
@@ -296,19 +363,71 @@ func (n *Node) WaitConsole(want string, timeout time.Duration) (string, error) {
 	}
 }
 
+// Verify returns nil if p's PID is still the process the lab started
+// (a zombie counts), and otherwise says why not.
+func (p Proc) Verify() error {
+	_, err := p.state()
+	return err
+}
+
+func (p Proc) state() (byte, error) {
+	if p.StartTicks == 0 || p.BootID == "" {
+		return 0, errors.New("lab.json is from an older bootd, which recorded only the PID: cannot tell whether it is still the lab's process; stop it by hand if it is")
+	}
+	boot, err := bootID()
+	if err != nil {
+		return 0, err
+	}
+	if boot != p.BootID {
+		return 0, errors.New("gone: started before the last reboot")
+	}
+	state, start, err := procStat(p.PID)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, errors.New("gone")
+	}
+	if err != nil {
+		return 0, err
+	}
+	if start != p.StartTicks {
+		return 0, fmt.Errorf("gone: the PID is now another process's (started at tick %d, not %d)", start, p.StartTicks)
+	}
+	return state, nil
+}
+
+// running: still the lab's and not yet exited.
+func (p Proc) running() bool {
+	state, err := p.state()
+	return err == nil && state != 'Z'
+}
+
 // Down stops every process the lab started and removes its namespaces
-// and devices. Running it twice is harmless.
+// and devices. Running it twice is harmless. A process is signalled only
+// while its PID is verified to still be the lab's (see Proc); the others
+// are left alone, and Out says so.
 func (l *Lab) Down() error {
+	out := l.Out
+	if out == nil {
+		out = os.Stderr
+	}
+	var mine []Proc
 	for _, p := range l.Procs {
+		if err := p.Verify(); err != nil {
+			fmt.Fprintf(out, "lab: not stopping %s (pid %d): %v\n", p.Name, p.PID, err)
+			continue
+		}
 		// Signal the process group, then make sure.
 		_ = syscall.Kill(-p.PID, syscall.SIGTERM)
+		mine = append(mine, p)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for _, p := range l.Procs {
-		for syscall.Kill(p.PID, 0) == nil && time.Now().Before(deadline) {
+	for _, p := range mine {
+		for p.running() && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+		// Verified again: once it has exited, its PID is free for anyone.
+		if p.Verify() == nil {
+			_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+		}
 	}
 	l.Procs = nil
 	err := l.removeNamespaces()

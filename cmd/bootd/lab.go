@@ -88,8 +88,8 @@ func runLab(args []string) error {
 		}
 		for _, p := range l.Procs {
 			state := "running"
-			if syscall.Kill(p.PID, 0) != nil {
-				state = "gone"
+			if err := p.Verify(); err != nil {
+				state = err.Error()
 			}
 			fmt.Printf("%-10s pid %-8d %s\n", p.Name, p.PID, state)
 		}

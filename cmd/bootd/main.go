@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -47,7 +48,7 @@ func main() {
 	// In the initrd, bootd is /init: the multi-call binary puts the node
 	// init and the master in one file, so the master needs no toolchain to
 	// build initrds.
-	if os.Getpid() == 1 || os.Args[0] == "/init" {
+	if runsAsInit(os.Getpid(), os.Args) {
 		pid1.Main()
 	}
 	if len(os.Args) < 2 {
@@ -55,7 +56,7 @@ func main() {
 		os.Exit(2)
 	}
 	name := os.Args[1]
-	if name == "-h" || name == "--help" || name == "help" {
+	if isHelp(name) {
 		usage(os.Stdout)
 		return
 	}
@@ -73,6 +74,26 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// runsAsInit says whether bootd was started as a node's init: PID 1, named
+// init (the kernel runs the initramfs's /init), and given no verb. PID 1
+// alone is also a master in a container, and a host is no place for the
+// node init, which takes over the network and reboots when it fails. The
+// kernel hands init the command-line words it did not understand, so
+// arguments other than a verb do not say anything.
+func runsAsInit(pid int, args []string) bool {
+	if pid != 1 || len(args) == 0 || filepath.Base(args[0]) != "init" {
+		return false
+	}
+	if len(args) > 1 {
+		if _, ok := verbs[args[1]]; ok || isHelp(args[1]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "help" }
 
 // common holds the flags every verb takes.
 type common struct {
