@@ -2,13 +2,16 @@ package tftp
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -318,5 +321,33 @@ func TestStormReadsOneCopy(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 24<<20 {
 		t.Errorf("16 concurrent misses of a 16 MiB file allocated %d MiB", alloc>>20)
+	}
+}
+
+// countingHandler counts log records at WARN and above.
+type countingHandler struct{ n *atomic.Int64 }
+
+func (h countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h countingHandler) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h countingHandler) WithGroup(string) slog.Handler                { return h }
+
+// Bad requests from strangers do not become one warning each (before, every
+// traversal attempt and every abandoned transfer logged a WARN).
+func TestBadRequestsWarnRarely(t *testing.T) {
+	var warns atomic.Int64
+	f := start(t, func(c *Config) { c.Logger = slog.New(countingHandler{&warns}) })
+	shorten(t, 100*time.Millisecond, 30*time.Second)
+	for i := 0; i < 5; i++ {
+		c := newRawClientFrom(t, f.addr, net.IPv4(127, 0, 1, byte(i+1)))
+		for j := 0; j < 10; j++ {
+			c.send(rrq("../../etc/shadow", "octet"))
+			c.send(append([]byte{0, opWRQ}, []byte("x\x00octet\x00")...))
+		}
+		c.send(rrq("images/img/3/vmlinuz", "octet")) // never acknowledged
+	}
+	time.Sleep(time.Second)
+	if n := warns.Load(); n > 3 {
+		t.Errorf("%d warnings for 100 bad requests and 5 abandoned transfers, want at most one per kind", n)
 	}
 }

@@ -71,7 +71,10 @@ type Server struct {
 	active   atomic.Int32 // transfers running
 
 	droppedLogged atomic.Int64 // when noteDropped last logged, unix ns
-	spare         spareCPUs
+
+	warnMu sync.Mutex
+	warned map[string]*warnState
+	spare  spareCPUs
 }
 
 // New returns a server for cfg.
@@ -84,7 +87,7 @@ func New(cfg Config) *Server {
 		cfg.CacheBytes = 1 << 30
 	}
 	s := &Server{cfg: cfg, log: log.With("service", "tftp"), cache: newFileCache(cfg.CacheBytes),
-		limit: newLimiter(cfg.Limits), busyPoll: cfg.BusyPoll}
+		limit: newLimiter(cfg.Limits), busyPoll: cfg.BusyPoll, warned: map[string]*warnState{}}
 	if procs := runtime.GOMAXPROCS(0); procs >= 2 && runtime.NumCPU() >= 2 {
 		s.spinners = int32(max(1, procs/4))
 	} else {
@@ -212,13 +215,13 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 	}
 	log = log.With("file", req.filename)
 	if req.op == opWRQ {
-		log.Warn("refused write request")
+		s.warn(log, "refused write request")
 		t.sendError(errCodeAccess, "writes are refused")
 		return
 	}
 	p, err := Clean(req.filename)
 	if err != nil {
-		log.Warn("refused file name", "err", err)
+		s.warn(log, "refused file name", "err", err)
 		t.sendError(errorCode(err), err.Error())
 		return
 	}
@@ -249,7 +252,13 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 			// Loaders end transfers on purpose, e.g. after learning tsize.
 			log.Info("client ended the transfer", "acked_blocks", t.acked, "code", ec.code)
 		default:
-			log.Warn("transfer failed", "blksize", prm.blksize, "acked_blocks", t.acked, "err", err)
+			if !t.gotAck {
+				// Never acknowledged anything: a probe, a forged source or
+				// a client that died. Not worth a warning each.
+				log.Debug("transfer abandoned before its first ACK", "err", err)
+				return
+			}
+			s.warn(log, "transfer failed", "blksize", prm.blksize, "acked_blocks", t.acked, "err", err)
 		}
 		return
 	}
@@ -262,6 +271,42 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 	s.cfg.Events.Record(ev)
 	log.Info("sent", "bytes", size, "blksize", prm.blksize, "took", time.Since(start).Round(time.Millisecond), "generation", c.gen)
 }
+
+// warn logs a warning that strangers can cause, at most once per
+// warnEvery for each message, with the number of the same warnings held
+// back since the last one: a flood of bad requests must not become a flood
+// of log lines.
+func (s *Server) warn(log *slog.Logger, msg string, args ...any) {
+	s.warnMu.Lock()
+	w := s.warned[msg]
+	if w == nil {
+		if len(s.warned) > 64 {
+			clear(s.warned)
+		}
+		w = &warnState{}
+		s.warned[msg] = w
+	}
+	now := time.Now()
+	if now.Sub(w.last) < warnEvery {
+		w.held++
+		s.warnMu.Unlock()
+		return
+	}
+	held := w.held
+	w.last, w.held = now, 0
+	s.warnMu.Unlock()
+	if held > 0 {
+		args = append(args, "more_since_last", held)
+	}
+	log.Warn(msg, args...)
+}
+
+type warnState struct {
+	last time.Time
+	held int
+}
+
+const warnEvery = 10 * time.Second
 
 // noteDropped logs refused and dropped requests at most once a minute,
 // with how many: a flood must not become a flood of log lines.
