@@ -108,9 +108,10 @@ func ParseCmdline(cmdline string) (Params, error) {
 			}
 			p.TmpfsSize = v
 		case "bootd.timeout":
+			// 0 would make the init give up at its first failed attempt.
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return p, fmt.Errorf("bootd.timeout=%q: want seconds", v)
+			if err != nil || n < 1 {
+				return p, fmt.Errorf("bootd.timeout=%q: want seconds, 1 or more", v)
 			}
 			p.Timeout = time.Duration(n) * time.Second
 		case "bootd.init":
