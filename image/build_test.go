@@ -94,7 +94,14 @@ func TestBuildTrixie(t *testing.T) {
 			l, _ := os.Readlink(filepath.Join(root, "etc/systemd/system/apt-daily.timer"))
 			return l == "/dev/null"
 		},
-		"ssh host keys": func() bool { _, err := os.Stat(filepath.Join(root, "etc/ssh/ssh_host_ed25519_key")); return err == nil },
+		"no ssh host keys (nodes make theirs at boot)": func() bool {
+			m, _ := filepath.Glob(filepath.Join(root, "etc/ssh/ssh_host_*"))
+			return len(m) == 0
+		},
+		"ssh host key unit enabled": func() bool {
+			_, err := os.Stat(filepath.Join(root, "etc/systemd/system/ssh.service.wants", hostKeyUnit))
+			return err == nil
+		},
 		"journal in RAM": func() bool {
 			_, err := os.Stat(filepath.Join(root, "etc/systemd/journald.conf.d/bootd.conf"))
 			return err == nil

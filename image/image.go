@@ -86,6 +86,9 @@ func Check(st *store.Store, opt BuildOptions) error {
 		sort.Strings(s)
 		return fmt.Errorf("suite %q: bootd builds %s", opt.Suite, strings.Join(s, " or "))
 	}
+	if err := CheckMounts(opt.Settings.Mounts); err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("building an image needs root (the tree's files belong to root and other users, device nodes are made)")
 	}
@@ -102,8 +105,38 @@ func Check(st *store.Store, opt BuildOptions) error {
 		return errors.New("neither mmdebstrap nor debootstrap is installed (apt-get install mmdebstrap)")
 	}
 	for _, h := range opt.Hooks {
-		if st, err := os.Stat(h); err != nil || st.Mode()&0o111 == 0 {
+		if st, err := os.Stat(h); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 			return fmt.Errorf("hook %s: not an executable file", h)
+		}
+	}
+	return nil
+}
+
+// resolveHooks makes each hook one absolute path, once: the file Check
+// looks at is the file run. A bare NAME is ./NAME, as Check has always
+// taken it, never a program looked up in $PATH.
+func resolveHooks(hooks []string) ([]string, error) {
+	var out []string
+	for _, h := range hooks {
+		p, err := filepath.Abs(h)
+		if err != nil {
+			return nil, fmt.Errorf("hook %s: %w", h, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func runHooks(ctx context.Context, hooks []string, root string, progress io.Writer) error {
+	for _, h := range hooks {
+		if !filepath.IsAbs(h) {
+			return fmt.Errorf("hook %s: not resolved to an absolute path (bootd never looks hooks up in $PATH)", h)
+		}
+		fmt.Fprintf(progress, "bootd image: running hook %s\n", h)
+		cmd := exec.CommandContext(ctx, h, root)
+		cmd.Stdout, cmd.Stderr = progress, progress
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("hook %s: %w", h, err)
 		}
 	}
 	return nil
@@ -158,6 +191,9 @@ func highestPresent(dir string) int {
 
 // Build bootstraps, prepares and (optionally) publishes a new generation.
 func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err error) {
+	if opt.Hooks, err = resolveHooks(opt.Hooks); err != nil {
+		return 0, err
+	}
 	if err := Check(st, opt); err != nil {
 		return 0, err
 	}
@@ -211,13 +247,8 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 	if err != nil {
 		return 0, err
 	}
-	for _, h := range opt.Hooks {
-		say("running hook %s", h)
-		cmd := exec.CommandContext(ctx, h, root)
-		cmd.Stdout, cmd.Stderr = progress, progress
-		if err := cmd.Run(); err != nil {
-			return 0, fmt.Errorf("hook %s: %w", h, err)
-		}
+	if err := runHooks(ctx, opt.Hooks, root, progress); err != nil {
+		return 0, err
 	}
 	if ctx.Err() != nil {
 		return 0, ctx.Err()

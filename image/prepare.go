@@ -2,12 +2,16 @@ package image
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"path"
 	"sort"
 	"strings"
+	"unicode"
+
+	"golang.org/x/sys/unix"
 )
 
 // Settings are the site's choices for prepared images (config key
@@ -71,27 +75,313 @@ var Steps = []Step{
 	{"root-access", "root's password hash and authorized_keys from the config.", stepRootAccess},
 	{"logs", "The journal stays in RAM (volatile, capped) and rsyslog forwards everything to the master (or image.syslog) over TCP, as the seed's nodes did.", stepLogs},
 	{"fstab", "No root entry (bootd-init mounts it); site mounts from the config, because heavy writes must not fill the RAM layer.", stepFstab},
-	{"services", "Services that make no sense on a shared read-only root are disabled: apt timers, fstrim, e2scrub, man-db. SSH host keys are made once per image and shared by its nodes.", stepServices},
+	{"services", "Services that make no sense on a shared read-only root are disabled: apt timers, fstrim, e2scrub, man-db. The image carries no SSH host keys (shared ones would let any node's root impersonate every node, and the export is readable by whoever speaks NFS as root): " + hostKeyUnit + " makes ed25519 and ecdsa keys at boot, in the node's RAM layer, before sshd starts, and sshd is told to offer those two (RSA takes seconds to make under emulation). A site wanting stable keys puts them in the image with a hook (they are kept; but then every node of the image shares them, on the export).", stepServices},
 	{"nis", "Optional NIS client: domain and server from the config.", stepNIS},
 }
 
+// The steps run as root on the master over a tree that packages filled.
+// Every path they touch is resolved inside the tree, as the node will
+// resolve it: the tree is /, so an absolute symlink in the image (or a
+// relative one climbing past its top) points into the image. Otherwise a
+// link such as etc/shadow -> /etc/shadow, or etc/ssh -> /etc/ssh, would
+// make a step rewrite the master's own files. The kernel resolves
+// (openat2 with RESOLVE_IN_ROOT), and the last component of what a step
+// replaces or removes is only ever touched with *at calls that do not
+// follow it.
+
+// openRoot opens an image's root for lookups inside it.
+func openRoot(root string) (*os.File, error) {
+	return os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// openIn opens name, resolved inside the root r.
+func openIn(r *os.File, name string, flags int) (*os.File, error) {
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(int(r.Fd()), name, &how)
+	// EAGAIN: a rename elsewhere raced the lookup of a "..".
+	for i := 0; i < 16 && errors.Is(err, unix.EAGAIN); i++ {
+		fd, err = unix.Openat2(int(r.Fd()), name, &how)
+	}
+	if errors.Is(err, unix.ENOSYS) {
+		return nil, errors.New("resolving paths inside the image needs openat2 (Linux 5.6 or later)")
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/" + strings.TrimPrefix(name, "/"), Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// openFile opens a regular file of the image for reading. A FIFO or a
+// device behind the name is refused before it is opened.
+func openFile(r *os.File, name string) (*os.File, error) {
+	h, err := openIn(r, name, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	hs, err := h.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !hs.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%v)", name, hs.Mode())
+	}
+	f, err := openIn(r, name, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	if fs, err := f.Stat(); err != nil || !os.SameFile(hs, fs) {
+		f.Close()
+		return nil, fmt.Errorf("%s: changed while being opened", name)
+	}
+	return f, nil
+}
+
+// mkdirAllIn makes directory dir (clean, absolute in the image) and its
+// parents inside the root r, and returns it opened.
+func mkdirAllIn(r *os.File, dir string, mode os.FileMode) (*os.File, error) {
+	d, err := openIn(r, dir, unix.O_RDONLY|unix.O_DIRECTORY)
+	if dir == "/" || !errors.Is(err, os.ErrNotExist) {
+		return d, err
+	}
+	p, err := mkdirAllIn(r, path.Dir(dir), mode)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	base := path.Base(dir)
+	if err := unix.Mkdirat(int(p.Fd()), base, uint32(mode.Perm())); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, &os.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
+	// Not followed: what is there is the directory just made, or a link
+	// that leads nowhere inside the image, which is refused.
+	fd, err := unix.Openat(int(p.Fd()), base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		var st unix.Stat_t
+		if unix.Fstatat(int(p.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return nil, fmt.Errorf("%s is a symlink that leads nowhere inside the image", dir)
+		}
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
+// inImage splits a step's name for a file into the directory that holds
+// it and its last component.
+func inImage(name string) (dir, base string, err error) {
+	p := path.Clean("/" + name)
+	if p == "/" {
+		return "", "", fmt.Errorf("%q names no file in the image", name)
+	}
+	return path.Dir(p), path.Base(p), nil
+}
+
+// openParent opens the directory holding name, resolved inside root and
+// made first if mkdir is set.
+func openParent(root, name string, mkdir bool) (*os.File, string, error) {
+	dir, base, err := inImage(name)
+	if err != nil {
+		return nil, "", err
+	}
+	r, err := openRoot(root)
+	if err != nil {
+		return nil, "", err
+	}
+	defer r.Close()
+	var d *os.File
+	if mkdir {
+		d, err = mkdirAllIn(r, dir, 0o755)
+	} else {
+		d, err = openIn(r, dir, unix.O_PATH|unix.O_DIRECTORY)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return d, base, nil
+}
+
+// write replaces the content of a regular file in the image. A symlink
+// where the file goes is replaced by the file, never written through.
 func write(root, name, content string, mode os.FileMode) error {
-	p := filepath.Join(root, name)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := writeInRoot(root, name, content, mode); err != nil {
+		return fmt.Errorf("writing /%s in the image: %w", strings.TrimPrefix(name, "/"), err)
+	}
+	return nil
+}
+
+func writeInRoot(root, name, content string, mode os.FileMode) error {
+	d, base, err := openParent(root, name, true)
+	if err != nil {
 		return err
 	}
-	// Never write through a symlink in the image: it could point anywhere
-	// on the master.
-	if st, err := os.Lstat(p); err == nil && st.Mode()&os.ModeSymlink != 0 {
-		if err := os.Remove(p); err != nil {
-			return err
+	defer d.Close()
+	// O_NONBLOCK: a FIFO planted where the file goes must not hang the
+	// build; the file is checked to be a regular one before it is used.
+	flags := unix.O_WRONLY | unix.O_CREAT | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	fd, err := unix.Openat(int(d.Fd()), base, flags, uint32(mode.Perm()))
+	if errors.Is(err, unix.ELOOP) {
+		if err = unix.Unlinkat(int(d.Fd()), base, 0); err == nil {
+			fd, err = unix.Openat(int(d.Fd()), base, flags, uint32(mode.Perm()))
 		}
 	}
-	return os.WriteFile(p, []byte(content), mode)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return fmt.Errorf("not a regular file (mode %#o)", st.Mode)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	// In place, so that the file keeps its owner and group (root:shadow
+	// for /etc/shadow).
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readImage returns a regular file's content, the path resolved inside root.
+func readImage(root, name string) ([]byte, error) {
+	b, err := readInRoot(root, name)
+	if err != nil {
+		return nil, fmt.Errorf("reading /%s in the image: %w", strings.TrimPrefix(name, "/"), err)
+	}
+	return b, nil
+}
+
+func readInRoot(root, name string) ([]byte, error) {
+	r, err := openRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	f, err := openFile(r, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// exists says whether name is in the image, resolved inside root.
+func exists(root, name string) bool {
+	r, err := openRoot(root)
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	h, err := openIn(r, name, unix.O_PATH)
+	if err != nil {
+		return false
+	}
+	h.Close()
+	return true
+}
+
+// remove deletes a file or symlink (not what it points to) from the
+// image; one that is not there is not an error.
+func remove(root, name string) error {
+	d, base, err := openParent(root, name, false)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		defer d.Close()
+		err = unix.Unlinkat(int(d.Fd()), base, 0)
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("removing /%s from the image: %w", strings.TrimPrefix(name, "/"), err)
+	}
+	return nil
+}
+
+// symlink makes name a symlink to target, replacing what was there.
+// The target is not resolved: it is for the node to follow.
+func symlink(root, target, name string) error {
+	d, base, err := openParent(root, name, true)
+	if err == nil {
+		defer d.Close()
+		if err = unix.Unlinkat(int(d.Fd()), base, 0); errors.Is(err, unix.ENOENT) {
+			err = nil
+		}
+		if err == nil {
+			err = unix.Symlinkat(target, int(d.Fd()), base)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("linking /%s to %s in the image: %w", strings.TrimPrefix(name, "/"), target, err)
+	}
+	return nil
+}
+
+// mkdirAll makes a directory and its parents in the image.
+func mkdirAll(root, name string, mode os.FileMode) error {
+	r, err := openRoot(root)
+	if err == nil {
+		defer r.Close()
+		var d *os.File
+		if d, err = mkdirAllIn(r, path.Clean("/"+name), mode); err == nil {
+			d.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("making /%s in the image: %w", strings.TrimPrefix(name, "/"), err)
+	}
+	return nil
+}
+
+// removeMatching deletes the entries of directory dir whose names start
+// with prefix (files or symlinks, never followed).
+func removeMatching(root, dir, prefix string) error {
+	r, err := openRoot(root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	d, err := openIn(r, dir, unix.O_RDONLY|unix.O_DIRECTORY)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening /%s in the image: %w", dir, err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("listing /%s in the image: %w", dir, err)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			if err := unix.Unlinkat(int(d.Fd()), n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("removing /%s/%s from the image: %w", dir, n, err)
+			}
+		}
+	}
+	return nil
 }
 
 func stepHostname(root string, _ Settings) error {
-	os.Remove(filepath.Join(root, "etc/hostname"))
+	if err := remove(root, "etc/hostname"); err != nil {
+		return err
+	}
 	return write(root, "etc/hosts", "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n", 0o644)
 }
 
@@ -99,15 +389,12 @@ func stepMachineID(root string, _ Settings) error {
 	if err := write(root, "etc/machine-id", "", 0o444); err != nil {
 		return err
 	}
-	dbus := filepath.Join(root, "var/lib/dbus/machine-id")
-	os.Remove(dbus)
-	os.MkdirAll(filepath.Dir(dbus), 0o755)
-	return os.Symlink("/etc/machine-id", dbus)
+	return symlink(root, "/etc/machine-id", "var/lib/dbus/machine-id")
 }
 
 func stepBootNIC(root string, _ Settings) error {
 	// ifupdown, if installed, manages only what it is told: loopback.
-	if _, err := os.Stat(filepath.Join(root, "etc/network")); err == nil {
+	if exists(root, "etc/network") {
 		if err := write(root, "etc/network/interfaces", "# Written by bootd: the boot NIC is configured by bootd-init and must\n# never be touched by the booted system (the root filesystem is on it).\nauto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n", 0o644); err != nil {
 			return err
 		}
@@ -118,14 +405,9 @@ func stepBootNIC(root string, _ Settings) error {
 		"[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=5\n", 0o644)
 }
 
+// enable links a unit into a .wants directory, as systemctl enable would.
 func enable(root, wantsDir, unit, target string) error {
-	d := filepath.Join(root, "etc/systemd/system", wantsDir)
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return err
-	}
-	l := filepath.Join(d, unit)
-	os.Remove(l)
-	return os.Symlink(target, l)
+	return symlink(root, target, path.Join("etc/systemd/system", wantsDir, unit))
 }
 
 func stepConsoles(root string, _ Settings) error {
@@ -137,7 +419,7 @@ func stepConsoles(root string, _ Settings) error {
 
 func stepRootAccess(root string, s Settings) error {
 	if len(s.AuthorizedKeys) > 0 {
-		if err := os.MkdirAll(filepath.Join(root, "root/.ssh"), 0o700); err != nil {
+		if err := mkdirAll(root, "root/.ssh", 0o700); err != nil {
 			return err
 		}
 		if err := write(root, "root/.ssh/authorized_keys", strings.Join(s.AuthorizedKeys, "\n")+"\n", 0o600); err != nil {
@@ -147,8 +429,7 @@ func stepRootAccess(root string, s Settings) error {
 	if s.RootPasswordHash == "" {
 		return nil
 	}
-	p := filepath.Join(root, "etc/shadow")
-	b, err := os.ReadFile(p)
+	b, err := readImage(root, "etc/shadow")
 	if err != nil {
 		return err
 	}
@@ -165,7 +446,7 @@ func stepRootAccess(root string, s Settings) error {
 	if !found {
 		return fmt.Errorf("no root entry in /etc/shadow")
 	}
-	return os.WriteFile(p, []byte(strings.Join(lines, "\n")), 0o640)
+	return write(root, "etc/shadow", strings.Join(lines, "\n"), 0o640)
 }
 
 // ForwardConf is where bootd-init writes the rsyslog forwarding rule at
@@ -193,7 +474,35 @@ func stepLogs(root string, s Settings) error {
 	return write(root, "etc/rsyslog.d/60-bootd-forward.conf", rule, 0o644)
 }
 
+// CheckMounts says what is wrong with image.mounts, naming the field.
+// Each mount becomes one /etc/fstab line, so no field may hold whitespace
+// (a newline would add lines of its own), and a target is a clean
+// absolute path: its mount point is made in the image.
+func CheckMounts(ms []Mount) error {
+	for i, m := range ms {
+		key := fmt.Sprintf("image.mounts[%d]", i)
+		for _, f := range []struct {
+			name, v  string
+			optional bool
+		}{{"source", m.Source, false}, {"target", m.Target, false}, {"type", m.Type, false}, {"options", m.Options, true}} {
+			if f.v == "" && !f.optional {
+				return fmt.Errorf("%s.%s: missing (want e.g. {source: \"files:/home\", target: /home, type: nfs})", key, f.name)
+			}
+			if strings.IndexFunc(f.v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+				return fmt.Errorf("%s.%s: %q holds whitespace or a control character, which /etc/fstab cannot take (write a space as \\040)", key, f.name, f.v)
+			}
+		}
+		if t := m.Target; !path.IsAbs(t) || t == "/" || path.Clean(t) != t {
+			return fmt.Errorf("%s.target: want a clean absolute path other than / (no .., no trailing /), such as /home; got %q", key, t)
+		}
+	}
+	return nil
+}
+
 func stepFstab(root string, s Settings) error {
+	if err := CheckMounts(s.Mounts); err != nil {
+		return err
+	}
 	var b bytes.Buffer
 	b.WriteString("# Written by bootd. The root filesystem is bootd's NFS export under a RAM\n# overlay, mounted by bootd-init: it has no entry here.\n")
 	for _, m := range s.Mounts {
@@ -209,10 +518,25 @@ func stepFstab(root string, s Settings) error {
 			opts += ",_netdev"
 		}
 		fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t0\t0\n", m.Source, m.Target, m.Type, opts)
-		os.MkdirAll(filepath.Join(root, m.Target), 0o755)
+		if err := mkdirAll(root, m.Target, 0o755); err != nil {
+			return err
+		}
 	}
 	return write(root, "etc/fstab", b.String(), 0o644)
 }
+
+// hostKeyUnit makes a node's SSH host keys at boot.
+const hostKeyUnit = "bootd-ssh-hostkeys.service"
+
+// hostKeyTypes are the keys a node makes. RSA is left out: making one
+// takes seconds under emulation, on every boot.
+var hostKeyTypes = []string{"ed25519", "ecdsa"}
+
+// hostKeyWants are the units that pull hostKeyUnit in: Debian's ssh.service
+// (alias sshd.service), its socket, and sshd@.service, which Debian 13's
+// socket activation (and systemd-ssh-generator) runs per connection. They
+// are the units Debian 13's own sshd-keygen.service is wanted by.
+var hostKeyWants = []string{"ssh.service", "sshd.service", "sshd@.service", "ssh.socket"}
 
 // DisabledUnits are masked in every image.
 var DisabledUnits = []string{
@@ -223,20 +547,48 @@ var DisabledUnits = []string{
 
 func stepServices(root string, _ Settings) error {
 	for _, u := range DisabledUnits {
-		l := filepath.Join(root, "etc/systemd/system", u)
-		os.Remove(l)
-		if err := os.Symlink("/dev/null", l); err != nil {
+		if err := symlink(root, "/dev/null", path.Join("etc/systemd/system", u)); err != nil {
 			return err
 		}
 	}
-	// Host keys are made once per image, here, so that nodes never make
-	// their own at boot (and every node of an image shares them).
-	if _, err := os.Stat(filepath.Join(root, "usr/bin/ssh-keygen")); err == nil {
-		if out, err := exec.Command("chroot", root, "ssh-keygen", "-A").CombinedOutput(); err != nil {
-			return fmt.Errorf("ssh-keygen -A: %v: %s", err, out)
+	return hostKeys(root)
+}
+
+// hostKeys takes the host keys openssh-server's postinst made out of the
+// image (they would be every node's, and readable on the export) and has
+// each node make its own at boot, into its RAM layer.
+func hostKeys(root string) error {
+	if err := removeMatching(root, "etc/ssh", "ssh_host_"); err != nil {
+		return err
+	}
+	var unit, conf strings.Builder
+	unit.WriteString("# Written by bootd: the image carries no SSH host keys; each node makes its\n" +
+		"# own at every boot, in its RAM layer. Keys that are there (put in the\n" +
+		"# image by a site's hook) are kept.\n" +
+		"[Unit]\nDescription=SSH host keys for this boot\n" +
+		"ConditionPathExists=/usr/bin/ssh-keygen\n" +
+		// Not Before=ssh.socket: a service after basic.target cannot be
+		// before a socket; and the socket only starts ssh.service, which
+		// waits for this unit.
+		"Before=ssh.service sshd.service sshd@.service\n\n" +
+		"[Service]\nType=oneshot\nRemainAfterExit=yes\n")
+	conf.WriteString("# Written by bootd: the host keys " + hostKeyUnit + " makes at boot.\n" +
+		"# Named, so that sshd does not look for key types nodes do not have.\n")
+	for _, t := range hostKeyTypes {
+		key := "/etc/ssh/ssh_host_" + t + "_key"
+		fmt.Fprintf(&unit, "ExecStart=/bin/sh -c \"test -e %s || exec ssh-keygen -q -N '' -t %s -f %s\"\n", key, t, key)
+		fmt.Fprintf(&conf, "HostKey %s\n", key)
+	}
+	unit.WriteString("\n[Install]\nWantedBy=" + strings.Join(hostKeyWants, " ") + "\n")
+	if err := write(root, path.Join("etc/systemd/system", hostKeyUnit), unit.String(), 0o644); err != nil {
+		return err
+	}
+	for _, w := range hostKeyWants {
+		if err := enable(root, w+".wants", hostKeyUnit, path.Join("/etc/systemd/system", hostKeyUnit)); err != nil {
+			return err
 		}
 	}
-	return nil
+	return write(root, "etc/ssh/sshd_config.d/bootd-hostkeys.conf", conf.String(), 0o644)
 }
 
 func stepNIS(root string, s Settings) error {
@@ -249,8 +601,7 @@ func stepNIS(root string, s Settings) error {
 	if err := write(root, "etc/yp.conf", fmt.Sprintf("domain %s server %s\n", s.NIS.Domain, s.NIS.Server), 0o644); err != nil {
 		return err
 	}
-	p := filepath.Join(root, "etc/nsswitch.conf")
-	b, err := os.ReadFile(p)
+	b, err := readImage(root, "etc/nsswitch.conf")
 	if err != nil {
 		return err
 	}
@@ -262,7 +613,7 @@ func stepNIS(root string, s Settings) error {
 		}
 		out = append(out, l)
 	}
-	return os.WriteFile(p, []byte(strings.Join(out, "\n")), 0o644)
+	return write(root, "etc/nsswitch.conf", strings.Join(out, "\n"), 0o644)
 }
 
 // Prepare runs every step on a root tree.

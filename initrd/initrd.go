@@ -19,14 +19,15 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/u-root/u-root/pkg/kmodule"
+	"golang.org/x/sys/unix"
 )
 
 // BaseModules are loaded on every boot, in this order with their
@@ -87,35 +88,157 @@ type Result struct {
 	Warnings []string
 }
 
-// FindKernel returns the kernel version in an image and its vmlinuz.
+// imageRoot reads an image's files as its nodes will: every path, and
+// every symlink on the way (an absolute one, or one climbing past the
+// top, too), is resolved inside the image's root by the kernel (openat2
+// with RESOLVE_IN_ROOT). Resolved on the master, a link such as
+// lib/firmware/x -> /etc/shadow would put the master's file into an
+// initrd that TFTP serves to anyone.
+type imageRoot struct{ dir *os.File }
+
+func openImage(root string) (*imageRoot, error) {
+	d, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening the image: %w", err)
+	}
+	return &imageRoot{dir: d}, nil
+}
+
+func (r *imageRoot) Close() error { return r.dir.Close() }
+
+// openIn opens name, resolved inside the image.
+func (r *imageRoot) openIn(name string, flags int) (*os.File, error) {
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(int(r.dir.Fd()), name, &how)
+	// EAGAIN: a rename elsewhere raced the lookup of a "..".
+	for i := 0; i < 16 && errors.Is(err, unix.EAGAIN); i++ {
+		fd, err = unix.Openat2(int(r.dir.Fd()), name, &how)
+	}
+	if errors.Is(err, unix.ENOSYS) {
+		return nil, errors.New("resolving paths inside the image needs openat2 (Linux 5.6 or later)")
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/" + name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// stat describes name, symlinks followed inside the image.
+func (r *imageRoot) stat(name string) (os.FileInfo, error) {
+	h, err := r.openIn(name, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return h.Stat()
+}
+
+// open opens a regular file of the image for reading. A FIFO or a device
+// (the image's /dev/zero behind a link) is refused before it is opened.
+func (r *imageRoot) open(name string) (*os.File, error) {
+	h, err := r.openIn(name, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	hs, err := h.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !hs.Mode().IsRegular() {
+		return nil, fmt.Errorf("/%s in the image: not a regular file (%v)", name, hs.Mode())
+	}
+	f, err := r.openIn(name, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	if fs, err := f.Stat(); err != nil || !os.SameFile(hs, fs) {
+		f.Close()
+		return nil, fmt.Errorf("/%s in the image: changed while being opened", name)
+	}
+	return f, nil
+}
+
+func (r *imageRoot) readFile(name string) ([]byte, error) {
+	f, err := r.open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+func (r *imageRoot) readDir(name string) ([]os.DirEntry, error) {
+	d, err := r.openIn(name, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.ReadDir(-1)
+}
+
+// below says whether a name the image gives (a module's path in
+// modules.dep, a firmware name in a module) stays below the directory it
+// is relative to: not absolute, no "..".
+func below(name string) bool {
+	if name == "" || path.IsAbs(name) {
+		return false
+	}
+	for _, e := range strings.Split(name, "/") {
+		if e == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// FindKernel returns the kernel version in an image and its vmlinuz: a
+// path inside root with the image's symlinks resolved inside it.
 func FindKernel(root, want string) (string, string, error) {
-	ents, err := os.ReadDir(filepath.Join(root, "lib/modules"))
+	img, err := openImage(root)
+	if err != nil {
+		return "", "", err
+	}
+	defer img.Close()
+	ents, err := img.readDir("lib/modules")
 	if err != nil {
 		return "", "", fmt.Errorf("finding the image's kernel: %w (install linux-image-amd64 in the image)", err)
 	}
 	var kvers []string
 	for _, e := range ents {
-		if e.IsDir() {
-			if _, err := os.Stat(filepath.Join(root, "boot", "vmlinuz-"+e.Name())); err == nil {
-				kvers = append(kvers, e.Name())
-			}
+		if st, err := img.stat(path.Join("lib/modules", e.Name())); err != nil || !st.IsDir() {
+			continue
+		}
+		if st, err := img.stat("boot/vmlinuz-" + e.Name()); err == nil && st.Mode().IsRegular() {
+			kvers = append(kvers, e.Name())
 		}
 	}
 	sort.Strings(kvers)
+	var kver string
 	switch {
 	case want != "":
 		for _, k := range kvers {
 			if k == want {
-				return k, filepath.Join(root, "boot", "vmlinuz-"+k), nil
+				kver = k
 			}
 		}
-		return "", "", fmt.Errorf("the image has no kernel %s (it has: %s)", want, strings.Join(kvers, ", "))
+		if kver == "" {
+			return "", "", fmt.Errorf("the image has no kernel %s (it has: %s)", want, strings.Join(kvers, ", "))
+		}
 	case len(kvers) == 0:
 		return "", "", errors.New("the image has no kernel: no /boot/vmlinuz-KVER beside /lib/modules/KVER (install linux-image-amd64 in the image)")
 	case len(kvers) > 1:
 		return "", "", fmt.Errorf("the image has several kernels (%s): name one", strings.Join(kvers, ", "))
+	default:
+		kver = kvers[0]
 	}
-	return kvers[0], filepath.Join(root, "boot", "vmlinuz-"+kvers[0]), nil
+	// Callers read the kernel by this path: it must have no symlink left
+	// to follow on the master.
+	vmlinuz, err := securejoin.SecureJoin(root, "boot/vmlinuz-"+kver)
+	if err != nil {
+		return "", "", fmt.Errorf("finding the image's kernel: %w", err)
+	}
+	return kver, vmlinuz, nil
 }
 
 // CheckStatic reports whether a binary can run as /init: a static ELF with
@@ -155,14 +278,30 @@ func Build(w io.Writer, opt Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("reading the init: %w", err)
 	}
-	modDir := filepath.Join(opt.Root, "lib/modules", kver)
-	mods, err := ReadModules(modDir)
+	img, err := openImage(opt.Root)
+	if err != nil {
+		return res, err
+	}
+	defer img.Close()
+	modDir := path.Join("lib/modules", kver)
+	mods, err := readModules(func(name string) (io.ReadCloser, error) {
+		f, err := img.open(path.Join(modDir, name))
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}, "/"+modDir)
 	if err != nil {
 		return res, err
 	}
 	load := append(append([]string(nil), BaseModules...), opt.ExtraModules...)
 	paths, missing := mods.Closure(append(append([]string(nil), load...), NICModules...))
-	builtin := readBuiltin(modDir)
+	for _, p := range paths {
+		if !below(p) {
+			return res, fmt.Errorf("the image's /%s/modules.dep names module %q: not a path under /%s", modDir, p, modDir)
+		}
+	}
+	builtin := readBuiltin(img, modDir)
 	for _, m := range missing {
 		if !builtin[m] && !contains(NICModules, m) {
 			res.Missing = append(res.Missing, m)
@@ -203,25 +342,29 @@ func Build(w io.Writer, opt Options) (Result, error) {
 		cpio.StaticFile(path.Join(lib, "modules.alias"), alias.String(), 0o644),
 		cpio.StaticFile(path.Join(lib, "modules.softdep"), soft.String(), 0o644),
 	}
-	if b, err := os.ReadFile(filepath.Join(modDir, "modules.builtin")); err == nil {
+	if b, err := img.readFile(path.Join(modDir, "modules.builtin")); err == nil {
 		recs = append(recs, cpio.StaticFile(path.Join(lib, "modules.builtin"), string(b), 0o644))
 	}
 	fwSeen := map[string]bool{}
 	for _, p := range paths {
-		b, err := os.ReadFile(filepath.Join(modDir, p))
+		b, fws, err := readModule(img, path.Join(modDir, p))
 		if err != nil {
 			return res, fmt.Errorf("reading module %s: %w", p, err)
 		}
 		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join(lib, p), Mode: cpio.S_IFREG | 0o644}))
 		// NICs such as bnx2x and tg3 need firmware files: carry those
 		// the image has.
-		for _, fw := range moduleFirmware(filepath.Join(modDir, p)) {
+		for _, fw := range fws {
+			if !below(fw) {
+				return res, fmt.Errorf("module %s asks for firmware %q: not a name under /lib/firmware", p, fw)
+			}
+			fw = path.Clean(fw)
 			if fwSeen[fw] {
 				continue
 			}
 			fwSeen[fw] = true
 			for _, dir := range []string{"lib/firmware", "usr/lib/firmware"} {
-				if b, err := os.ReadFile(filepath.Join(opt.Root, dir, fw)); err == nil {
+				if b, err := img.readFile(path.Join(dir, fw)); err == nil {
 					recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join("lib/firmware", fw), Mode: cpio.S_IFREG | 0o644}))
 					break
 				}
@@ -232,7 +375,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 	comp := opt.Compression
 	if comp == "" {
 		comp = "zstd"
-		if !kernelHas(opt.Root, kver, "CONFIG_RD_ZSTD=y") {
+		if !kernelHas(img, kver, "CONFIG_RD_ZSTD=y") {
 			comp = "gzip"
 		}
 	}
@@ -308,8 +451,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func readBuiltin(modDir string) map[string]bool {
-	b, _ := os.ReadFile(filepath.Join(modDir, "modules.builtin"))
+func readBuiltin(img *imageRoot, modDir string) map[string]bool {
+	b, _ := img.readFile(path.Join(modDir, "modules.builtin"))
 	out := map[string]bool{}
 	for _, l := range strings.Split(string(b), "\n") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -319,22 +462,35 @@ func readBuiltin(modDir string) map[string]bool {
 	return out
 }
 
-func kernelHas(root, kver, line string) bool {
-	b, err := os.ReadFile(filepath.Join(root, "boot", "config-"+kver))
+func kernelHas(img *imageRoot, kver, line string) bool {
+	b, err := img.readFile("boot/config-" + kver)
 	if err != nil {
 		return true // every Debian kernel since bookworm has zstd initramfs support
 	}
 	return bytes.Contains(b, []byte("\n"+line+"\n"))
 }
 
-// moduleFirmware lists the firmware files a module asks for (its
-// .modinfo "firmware=" entries), decompressing .ko.xz/.ko.zst as needed.
-func moduleFirmware(file string) []string {
-	f, err := os.Open(file)
+// readModule returns a module file of the image and the firmware files
+// it asks for.
+func readModule(img *imageRoot, name string) ([]byte, []string, error) {
+	f, err := img.open(name)
 	if err != nil {
-		return nil
+		return nil, nil, err
 	}
 	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, err
+	}
+	return b, moduleFirmware(f), nil
+}
+
+// moduleFirmware lists the firmware files a module asks for (its
+// .modinfo "firmware=" entries), decompressing .ko.xz/.ko.zst as needed.
+func moduleFirmware(f *os.File) []string {
 	r, err := kmodule.CompressionReader(f)
 	if err != nil {
 		return nil

@@ -44,22 +44,34 @@ func ModuleName(p string) string {
 	return strings.ReplaceAll(b, "-", "_")
 }
 
-// ReadModules reads the index in dir (/lib/modules/KVER of an image).
+// ReadModules reads the index in dir (/lib/modules/KVER).
 func ReadModules(dir string) (*Modules, error) {
+	return readModules(func(name string) (io.ReadCloser, error) {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}, dir)
+}
+
+// readModules reads an index through open (the generator opens an
+// image's files inside the image), dir naming it in errors.
+func readModules(open func(name string) (io.ReadCloser, error), dir string) (*Modules, error) {
 	m := &Modules{Deps: map[string][]string{}, byName: map[string]string{}, Soft: map[string][]string{}}
-	f, err := os.Open(filepath.Join(dir, "modules.dep"))
+	f, err := open("modules.dep")
 	if err != nil {
 		return nil, fmt.Errorf("reading the module index: %w (an unpacked kernel needs 'depmod -b ROOT KVER')", err)
 	}
 	defer f.Close()
 	if err := m.parseDep(f); err != nil {
-		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+		return nil, fmt.Errorf("%s: %w", path.Join(dir, "modules.dep"), err)
 	}
-	if a, err := os.Open(filepath.Join(dir, "modules.alias")); err == nil {
+	if a, err := open("modules.alias"); err == nil {
 		defer a.Close()
 		m.parseAlias(a)
 	}
-	if s, err := os.Open(filepath.Join(dir, "modules.softdep")); err == nil {
+	if s, err := open("modules.softdep"); err == nil {
 		defer s.Close()
 		m.parseSoftdep(s)
 	}

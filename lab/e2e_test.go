@@ -128,6 +128,15 @@ func checkNode(t *testing.T, r *NodeReport, dir, image string) {
 	// (eth0), and Debian 13's udev renames it to its predictable name.
 	expect("boot NIC address", run("for i in /sys/class/net/*; do [ \"$(cat $i/address)\" = "+lease.MAC+
 		" ] && ip -color=never -4 -o addr show dev ${i##*/}; done; true"), lease.Address)
+	// SSH host keys are the node's own, made at boot in its RAM layer by
+	// bootd-ssh-hostkeys.service: the image (the export) carries none.
+	expect("ssh host keys made at boot", run("test -s /etc/ssh/ssh_host_ed25519_key && test -s /etc/ssh/ssh_host_ecdsa_key && echo host-keys-made"), "host-keys-made")
+	expect("host key unit", run("systemctl is-active bootd-ssh-hostkeys.service"), "active")
+	// is-active exits non-zero (and run reports it) unless sshd runs.
+	expect("sshd", run("systemctl is-active ssh.service"), "active")
+	if keys, _ := filepath.Glob(filepath.Join(root, "etc/ssh/ssh_host_*")); len(keys) > 0 {
+		t.Errorf("%s: SSH host keys in the image, readable on the export: %v", n.Name, keys)
+	}
 	expect("dpkg on the read-only lower", run("dpkg-query -W -f='${Status}' openssh-server"), "install ok installed")
 	expect("apt on the read-only lower", run("apt-cache policy openssh-server | head -3"), "Installed:")
 	run("logger -t bootd-e2e hello-from-" + n.Name)

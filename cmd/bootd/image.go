@@ -40,7 +40,7 @@ func runImage(args []string) error {
 		suite = fs.String("suite", "trixie", "Debian suite: trixie (13, today's stable) or bookworm (12)")
 		mirror = fs.String("mirror", "", "Debian mirror `URL` (default image.mirror, or "+image.DefaultMirror+")")
 		include = fs.String("include", "", "extra packages, comma-separated")
-		fs.Var(&hooks, "hook", "`SCRIPT` run with the prepared root as $1 (repeatable)")
+		fs.Var(&hooks, "hook", "`SCRIPT` run with the prepared root as $1 (repeatable; a bare NAME is ./NAME, never looked up in $PATH)")
 		noPublish = fs.Bool("no-publish", false, "build the generation but leave current where it is")
 	}
 	// Flags may come after the positional arguments.
