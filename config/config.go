@@ -244,6 +244,19 @@ func Parse(path string, data []byte) (*Config, error) {
 	return &cfg, cfg.validate(path, doc)
 }
 
+// allowList parses an allow list (key names it in errors).
+func allowList(key string, list []string, fail func(key, format string, args ...any) error) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, s := range list {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return nil, fail(fmt.Sprintf("%s[%d]", key, i), "want a network in CIDR form such as 10.0.0.0/24 or a single address, got %q", s)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 func (c *Config) validate(path string, doc *yaml.Node) error {
 	fail := func(key, format string, args ...any) error {
 		at := path
@@ -320,13 +333,8 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 			return fail("syslog.allow", "list the node networks whose logs are kept, e.g. [\"10.0.0.0/24\"]; everyone else is refused")
 		}
 	}
-	c.Syslog.allow = nil
-	for i, s := range c.Syslog.Allow {
-		p, err := parsePrefix(s)
-		if err != nil {
-			return fail(fmt.Sprintf("syslog.allow[%d]", i), "want a network in CIDR form such as 10.0.0.0/24 or a single address, got %q", s)
-		}
-		c.Syslog.allow = append(c.Syslog.allow, p)
+	if c.Syslog.allow, err = allowList("syslog.allow", c.Syslog.Allow, fail); err != nil {
+		return err
 	}
 	if c.Syslog.MaxFileMB < 1 || c.Syslog.MaxFileMB > 1<<20 {
 		return fail("syslog.max_file_mb", "want a whole number of MiB from 1 to 1048576, got %d", c.Syslog.MaxFileMB)
@@ -371,15 +379,8 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		return fail("nodes", "%v", err)
 	}
 	c.table = table
-	c.NFS.allow = nil
-	for i, s := range c.NFS.Allow {
-		p, err := parsePrefix(s)
-		if err != nil {
-			return fail(fmt.Sprintf("nfs.allow[%d]", i), "want a network in CIDR form such as 10.0.0.0/24 or a single address, got %q", s)
-		}
-		c.NFS.allow = append(c.NFS.allow, p)
-	}
-	return nil
+	c.NFS.allow, err = allowList("nfs.allow", c.NFS.Allow, fail)
+	return err
 }
 
 func (c *Config) validateFull(fail func(key, format string, args ...any) error) error {

@@ -12,6 +12,8 @@ import (
 	"unicode"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootd/bootd/imageroot"
 )
 
 // Settings are the site's choices for prepared images (config key
@@ -89,83 +91,6 @@ var Steps = []Step{
 // replaces or removes is only ever touched with *at calls that do not
 // follow it.
 
-// openRoot opens an image's root for lookups inside it.
-func openRoot(root string) (*os.File, error) {
-	return os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-}
-
-// openIn opens name, resolved inside the root r.
-func openIn(r *os.File, name string, flags int) (*os.File, error) {
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	fd, err := unix.Openat2(int(r.Fd()), name, &how)
-	// EAGAIN: a rename elsewhere raced the lookup of a "..".
-	for i := 0; i < 16 && errors.Is(err, unix.EAGAIN); i++ {
-		fd, err = unix.Openat2(int(r.Fd()), name, &how)
-	}
-	if errors.Is(err, unix.ENOSYS) {
-		return nil, errors.New("resolving paths inside the image needs openat2 (Linux 5.6 or later)")
-	}
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: "/" + strings.TrimPrefix(name, "/"), Err: err}
-	}
-	return os.NewFile(uintptr(fd), name), nil
-}
-
-// openFile opens a regular file of the image for reading. A FIFO or a
-// device behind the name is refused before it is opened.
-func openFile(r *os.File, name string) (*os.File, error) {
-	h, err := openIn(r, name, unix.O_PATH)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	hs, err := h.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !hs.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%v)", name, hs.Mode())
-	}
-	f, err := openIn(r, name, unix.O_RDONLY|unix.O_NONBLOCK)
-	if err != nil {
-		return nil, err
-	}
-	if fs, err := f.Stat(); err != nil || !os.SameFile(hs, fs) {
-		f.Close()
-		return nil, fmt.Errorf("%s: changed while being opened", name)
-	}
-	return f, nil
-}
-
-// mkdirAllIn makes directory dir (clean, absolute in the image) and its
-// parents inside the root r, and returns it opened.
-func mkdirAllIn(r *os.File, dir string, mode os.FileMode) (*os.File, error) {
-	d, err := openIn(r, dir, unix.O_RDONLY|unix.O_DIRECTORY)
-	if dir == "/" || !errors.Is(err, os.ErrNotExist) {
-		return d, err
-	}
-	p, err := mkdirAllIn(r, path.Dir(dir), mode)
-	if err != nil {
-		return nil, err
-	}
-	defer p.Close()
-	base := path.Base(dir)
-	if err := unix.Mkdirat(int(p.Fd()), base, uint32(mode.Perm())); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, &os.PathError{Op: "mkdir", Path: dir, Err: err}
-	}
-	// Not followed: what is there is the directory just made, or a link
-	// that leads nowhere inside the image, which is refused.
-	fd, err := unix.Openat(int(p.Fd()), base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		var st unix.Stat_t
-		if unix.Fstatat(int(p.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			return nil, fmt.Errorf("%s is a symlink that leads nowhere inside the image", dir)
-		}
-		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	return os.NewFile(uintptr(fd), dir), nil
-}
-
 // inImage splits a step's name for a file into the directory that holds
 // it and its last component.
 func inImage(name string) (dir, base string, err error) {
@@ -183,16 +108,16 @@ func openParent(root, name string, mkdir bool) (*os.File, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	r, err := openRoot(root)
+	r, err := imageroot.Open(root)
 	if err != nil {
 		return nil, "", err
 	}
 	defer r.Close()
 	var d *os.File
 	if mkdir {
-		d, err = mkdirAllIn(r, dir, 0o755)
+		d, err = r.MkdirAll(dir, 0o755)
 	} else {
-		d, err = openIn(r, dir, unix.O_PATH|unix.O_DIRECTORY)
+		d, err = r.OpenIn(dir, unix.O_PATH|unix.O_DIRECTORY)
 	}
 	if err != nil {
 		return nil, "", err
@@ -268,12 +193,12 @@ func readImage(root, name string) ([]byte, error) {
 }
 
 func readInRoot(root, name string) ([]byte, error) {
-	r, err := openRoot(root)
+	r, err := imageroot.Open(root)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	f, err := openFile(r, name)
+	f, err := r.Open(name)
 	if err != nil {
 		return nil, err
 	}
@@ -283,12 +208,12 @@ func readInRoot(root, name string) ([]byte, error) {
 
 // exists says whether name is in the image, resolved inside root.
 func exists(root, name string) bool {
-	r, err := openRoot(root)
+	r, err := imageroot.Open(root)
 	if err != nil {
 		return false
 	}
 	defer r.Close()
-	h, err := openIn(r, name, unix.O_PATH)
+	h, err := r.OpenIn(name, unix.O_PATH)
 	if err != nil {
 		return false
 	}
@@ -334,11 +259,11 @@ func symlink(root, target, name string) error {
 
 // mkdirAll makes a directory and its parents in the image.
 func mkdirAll(root, name string, mode os.FileMode) error {
-	r, err := openRoot(root)
+	r, err := imageroot.Open(root)
 	if err == nil {
 		defer r.Close()
 		var d *os.File
-		if d, err = mkdirAllIn(r, path.Clean("/"+name), mode); err == nil {
+		if d, err = r.MkdirAll(path.Clean("/"+name), mode); err == nil {
 			d.Close()
 		}
 	}
@@ -351,12 +276,12 @@ func mkdirAll(root, name string, mode os.FileMode) error {
 // removeMatching deletes the entries of directory dir whose names start
 // with prefix (files or symlinks, never followed).
 func removeMatching(root, dir, prefix string) error {
-	r, err := openRoot(root)
+	r, err := imageroot.Open(root)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	d, err := openIn(r, dir, unix.O_RDONLY|unix.O_DIRECTORY)
+	d, err := r.OpenIn(dir, unix.O_RDONLY|unix.O_DIRECTORY)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

@@ -27,7 +27,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/u-root/u-root/pkg/kmodule"
-	"golang.org/x/sys/unix"
+
+	"github.com/bootd/bootd/imageroot"
 )
 
 // BaseModules are loaded on every boot, in this order with their
@@ -88,93 +89,12 @@ type Result struct {
 	Warnings []string
 }
 
-// imageRoot reads an image's files as its nodes will: every path, and
-// every symlink on the way (an absolute one, or one climbing past the
-// top, too), is resolved inside the image's root by the kernel (openat2
-// with RESOLVE_IN_ROOT). Resolved on the master, a link such as
-// lib/firmware/x -> /etc/shadow would put the master's file into an
-// initrd that TFTP serves to anyone.
-type imageRoot struct{ dir *os.File }
-
-func openImage(root string) (*imageRoot, error) {
-	d, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+func openImage(root string) (*imageroot.Root, error) {
+	r, err := imageroot.Open(root)
 	if err != nil {
 		return nil, fmt.Errorf("opening the image: %w", err)
 	}
-	return &imageRoot{dir: d}, nil
-}
-
-func (r *imageRoot) Close() error { return r.dir.Close() }
-
-// openIn opens name, resolved inside the image.
-func (r *imageRoot) openIn(name string, flags int) (*os.File, error) {
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	fd, err := unix.Openat2(int(r.dir.Fd()), name, &how)
-	// EAGAIN: a rename elsewhere raced the lookup of a "..".
-	for i := 0; i < 16 && errors.Is(err, unix.EAGAIN); i++ {
-		fd, err = unix.Openat2(int(r.dir.Fd()), name, &how)
-	}
-	if errors.Is(err, unix.ENOSYS) {
-		return nil, errors.New("resolving paths inside the image needs openat2 (Linux 5.6 or later)")
-	}
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: "/" + name, Err: err}
-	}
-	return os.NewFile(uintptr(fd), name), nil
-}
-
-// stat describes name, symlinks followed inside the image.
-func (r *imageRoot) stat(name string) (os.FileInfo, error) {
-	h, err := r.openIn(name, unix.O_PATH)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	return h.Stat()
-}
-
-// open opens a regular file of the image for reading. A FIFO or a device
-// (the image's /dev/zero behind a link) is refused before it is opened.
-func (r *imageRoot) open(name string) (*os.File, error) {
-	h, err := r.openIn(name, unix.O_PATH)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	hs, err := h.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !hs.Mode().IsRegular() {
-		return nil, fmt.Errorf("/%s in the image: not a regular file (%v)", name, hs.Mode())
-	}
-	f, err := r.openIn(name, unix.O_RDONLY|unix.O_NONBLOCK)
-	if err != nil {
-		return nil, err
-	}
-	if fs, err := f.Stat(); err != nil || !os.SameFile(hs, fs) {
-		f.Close()
-		return nil, fmt.Errorf("/%s in the image: changed while being opened", name)
-	}
-	return f, nil
-}
-
-func (r *imageRoot) readFile(name string) ([]byte, error) {
-	f, err := r.open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
-}
-
-func (r *imageRoot) readDir(name string) ([]os.DirEntry, error) {
-	d, err := r.openIn(name, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	return d.ReadDir(-1)
+	return r, nil
 }
 
 // below says whether a name the image gives (a module's path in
@@ -200,16 +120,16 @@ func FindKernel(root, want string) (string, string, error) {
 		return "", "", err
 	}
 	defer img.Close()
-	ents, err := img.readDir("lib/modules")
+	ents, err := img.ReadDir("lib/modules")
 	if err != nil {
 		return "", "", fmt.Errorf("finding the image's kernel: %w (install linux-image-amd64 in the image)", err)
 	}
 	var kvers []string
 	for _, e := range ents {
-		if st, err := img.stat(path.Join("lib/modules", e.Name())); err != nil || !st.IsDir() {
+		if st, err := img.Stat(path.Join("lib/modules", e.Name())); err != nil || !st.IsDir() {
 			continue
 		}
-		if st, err := img.stat("boot/vmlinuz-" + e.Name()); err == nil && st.Mode().IsRegular() {
+		if st, err := img.Stat("boot/vmlinuz-" + e.Name()); err == nil && st.Mode().IsRegular() {
 			kvers = append(kvers, e.Name())
 		}
 	}
@@ -285,7 +205,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 	defer img.Close()
 	modDir := path.Join("lib/modules", kver)
 	mods, err := readModules(func(name string) (io.ReadCloser, error) {
-		f, err := img.open(path.Join(modDir, name))
+		f, err := img.Open(path.Join(modDir, name))
 		if err != nil {
 			return nil, err
 		}
@@ -342,7 +262,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 		cpio.StaticFile(path.Join(lib, "modules.alias"), alias.String(), 0o644),
 		cpio.StaticFile(path.Join(lib, "modules.softdep"), soft.String(), 0o644),
 	}
-	if b, err := img.readFile(path.Join(modDir, "modules.builtin")); err == nil {
+	if b, err := img.ReadFile(path.Join(modDir, "modules.builtin")); err == nil {
 		recs = append(recs, cpio.StaticFile(path.Join(lib, "modules.builtin"), string(b), 0o644))
 	}
 	fwSeen := map[string]bool{}
@@ -364,7 +284,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 			}
 			fwSeen[fw] = true
 			for _, dir := range []string{"lib/firmware", "usr/lib/firmware"} {
-				if b, err := img.readFile(path.Join(dir, fw)); err == nil {
+				if b, err := img.ReadFile(path.Join(dir, fw)); err == nil {
 					recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join("lib/firmware", fw), Mode: cpio.S_IFREG | 0o644}))
 					break
 				}
@@ -451,8 +371,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func readBuiltin(img *imageRoot, modDir string) map[string]bool {
-	b, _ := img.readFile(path.Join(modDir, "modules.builtin"))
+func readBuiltin(img *imageroot.Root, modDir string) map[string]bool {
+	b, _ := img.ReadFile(path.Join(modDir, "modules.builtin"))
 	out := map[string]bool{}
 	for _, l := range strings.Split(string(b), "\n") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -462,8 +382,8 @@ func readBuiltin(img *imageRoot, modDir string) map[string]bool {
 	return out
 }
 
-func kernelHas(img *imageRoot, kver, line string) bool {
-	b, err := img.readFile("boot/config-" + kver)
+func kernelHas(img *imageroot.Root, kver, line string) bool {
+	b, err := img.ReadFile("boot/config-" + kver)
 	if err != nil {
 		return true // every Debian kernel since bookworm has zstd initramfs support
 	}
@@ -472,8 +392,8 @@ func kernelHas(img *imageRoot, kver, line string) bool {
 
 // readModule returns a module file of the image and the firmware files
 // it asks for.
-func readModule(img *imageRoot, name string) ([]byte, []string, error) {
-	f, err := img.open(name)
+func readModule(img *imageroot.Root, name string) ([]byte, []string, error) {
+	f, err := img.Open(name)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -60,10 +60,6 @@ type limiter struct {
 	total int
 	srcs  map[netip.Addr]*client
 	swept time.Time
-
-	// Dropped counts requests refused or dropped, for the log line that
-	// says so at most once per interval.
-	dropped int
 }
 
 func newLimiter(l Limits) *limiter {
@@ -87,12 +83,10 @@ func (l *limiter) admit(ip netip.Addr, now time.Time) verdict {
 	s.tokens = min(2*l.lim.Rate, s.tokens+now.Sub(s.last).Seconds()*l.lim.Rate)
 	s.last = now
 	if s.tokens < 1 {
-		l.dropped++
 		return throttled
 	}
 	s.tokens--
 	if l.total >= l.lim.Transfers || s.active >= l.lim.PerClient {
-		l.dropped++
 		return busy
 	}
 	l.total++
@@ -119,15 +113,6 @@ func (l *limiter) sweep(now time.Time) {
 			delete(l.srcs, ip)
 		}
 	}
-}
-
-// takeDropped returns and resets the count of refused requests.
-func (l *limiter) takeDropped() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := l.dropped
-	l.dropped = 0
-	return n
 }
 
 // Stats are the server's current load, for tests and the status API.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,10 +43,7 @@ func closedOrSilent(c *rawClient, ack uint16) bool {
 	return err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || isRefused(err))
 }
 
-func isRefused(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Err != nil && bytes.Contains([]byte(oe.Err.Error()), []byte("refused"))
-}
+func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // A request that is never acknowledged gets its first block only a few
 // times, whatever its timeout option, and then its socket is closed:

@@ -70,8 +70,6 @@ type Server struct {
 	spinners int32        // transfers that may busy-poll at once
 	active   atomic.Int32 // transfers running
 
-	droppedLogged atomic.Int64 // when noteDropped last logged, unix ns
-
 	warnMu sync.Mutex
 	warned map[string]*warnState
 	spare  spareCPUs
@@ -308,18 +306,6 @@ type warnState struct {
 
 const warnEvery = 10 * time.Second
 
-// noteDropped logs refused and dropped requests at most once a minute,
-// with how many: a flood must not become a flood of log lines.
-func (s *Server) noteDropped() {
-	now := time.Now().UnixNano()
-	last := s.droppedLogged.Load()
-	if now-last < int64(time.Minute) || !s.droppedLogged.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("refused or dropped requests over the transfer limits", "count", s.limit.takeDropped(),
-		"max_transfers", s.limit.lim.Transfers, "per_client", s.limit.lim.PerClient, "rate", s.limit.lim.Rate)
-}
-
 func errorCode(err error) uint16 {
 	if errors.Is(err, errForbidden) {
 		return errCodeAccess
@@ -378,13 +364,14 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		ip := ua.AddrPort().Addr().Unmap()
 		switch s.limit.admit(ip, time.Now()) {
 		case throttled:
-			s.noteDropped()
+			s.warn(s.log, "dropped requests over the per-address rate", "ip", ip.String(), "rate", s.limit.lim.Rate)
 			continue
 		case busy:
 			// From the server port, not a transfer socket: a refusal must
 			// cost no socket.
 			conn.WriteTo(appendError(nil, errCodeUndefined, "too many transfers, try again later"), peer)
-			s.noteDropped()
+			s.warn(s.log, "refused requests over the transfer limits", "ip", ip.String(),
+				"max_transfers", s.limit.lim.Transfers, "per_client", s.limit.lim.PerClient)
 			continue
 		}
 		if local != nil && (local.Equal(net.IPv4bcast) || local.IsMulticast() || local.IsUnspecified()) {
