@@ -48,6 +48,10 @@ const (
 	throttled         // over the request rate: drop without an answer
 )
 
+// maxSources bounds the addresses the limiter remembers (about 100 bytes
+// each).
+var maxSources = 1 << 16
+
 type client struct {
 	active int
 	tokens float64
@@ -76,6 +80,14 @@ func (l *limiter) admit(ip netip.Addr, now time.Time) verdict {
 		l.sweep(now)
 	}
 	s := l.srcs[ip]
+	if s == nil && len(l.srcs) >= maxSources {
+		// A flood from forged addresses between sweeps: sweep early, and
+		// while the table is still full, new addresses wait.
+		l.sweep(now)
+		if len(l.srcs) >= maxSources {
+			return throttled
+		}
+	}
 	if s == nil {
 		s = &client{tokens: 2 * l.lim.Rate, last: now}
 		l.srcs[ip] = s

@@ -196,6 +196,21 @@ func TestLimiterForgets(t *testing.T) {
 	if len(l.srcs) != 1 || l.total != 1 {
 		t.Errorf("after a minute: %d sources, %d transfers; want 1 and 1", len(l.srcs), l.total)
 	}
+	// Within one sweep interval, forged addresses fill at most maxSources
+	// entries; the ones past it are turned away until the table drains.
+	old := maxSources
+	maxSources = 100
+	defer func() { maxSources = old }()
+	l = newLimiter(Limits{})
+	refused := 0
+	for i := 0; i < 1000; i++ {
+		if l.admit(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), now) == throttled {
+			refused++
+		}
+	}
+	if len(l.srcs) > 100 || refused != 900 {
+		t.Errorf("1000 forged addresses at once: %d remembered, %d turned away; want at most 100 and 900", len(l.srcs), refused)
+	}
 }
 
 // Netascii blocks are converted as they are sent, from the one cached
