@@ -32,12 +32,15 @@ type Config struct {
 	// StateDir holds the image store (STATE/images/NAME/GEN/...).
 	StateDir string `yaml:"state_dir"`
 	// Interface is the cluster NIC that DHCP and TFTP bind to.
-	Interface string `yaml:"interface"`
-	NFS       NFS    `yaml:"nfs"`
-	DHCP      DHCP   `yaml:"dhcp"`
-	TFTP      TFTP   `yaml:"tftp"`
-	Initrd    Initrd `yaml:"initrd"`
-	Syslog    Syslog `yaml:"syslog"`
+	Interface string  `yaml:"interface"`
+	NFS       NFS     `yaml:"nfs"`
+	DHCP      DHCP    `yaml:"dhcp"`
+	TFTP      TFTP    `yaml:"tftp"`
+	Initrd    Initrd  `yaml:"initrd"`
+	Syslog    Syslog  `yaml:"syslog"`
+	HTTP      HTTP    `yaml:"http"`
+	Console   Console `yaml:"console"`
+	Status    Status  `yaml:"status"`
 	// Image holds the site's choices for building and preparing images.
 	Image image.Settings `yaml:"image"`
 
@@ -165,6 +168,51 @@ func (s Syslog) AllowPrefixes() []netip.Prefix { return s.allow }
 // MaxFileSize returns max_file_mb in bytes.
 func (s Syslog) MaxFileSize() int64 { return int64(s.MaxFileMB) << 20 }
 
+// HTTP configures bootd's HTTP server: the status page, the JSON API, the
+// metrics, and where booting nodes report their stages.
+type HTTP struct {
+	// Listen is the TCP address (default "0.0.0.0:8080"); "" turns the
+	// server off, and with it the nodes' stage reports.
+	Listen string `yaml:"listen"`
+	// Allow lists who may connect: the page and API are read-only, but
+	// they show every node. Default: the networks of nfs.allow and
+	// loopback.
+	Allow []string `yaml:"allow"`
+
+	allow []netip.Prefix
+}
+
+// AllowPrefixes returns http.allow parsed, or its default.
+func (h HTTP) AllowPrefixes() []netip.Prefix { return h.allow }
+
+// Console configures the receiver of the nodes' kernel consoles
+// (netconsole, which the init points at bootd).
+type Console struct {
+	// Listen is the UDP address (default "0.0.0.0:6666", netconsole's own
+	// port); "" receives none and leaves netconsole off on the nodes.
+	Listen string `yaml:"listen"`
+}
+
+// Status bounds what bootd keeps of each node: its boots, console and
+// syslog lines (kept in memory and under STATE/run/nodes.json).
+type Status struct {
+	// LostAfter is how long a boot may wait for its next stage before it
+	// is counted lost (default "10m").
+	LostAfter string `yaml:"lost_after"`
+	// LogLines and LogKiB bound the console lines and the syslog lines
+	// kept per node, each (default 500 lines, 128 KiB).
+	LogLines int `yaml:"log_lines"`
+	LogKiB   int `yaml:"log_kib"`
+	// MaxNodes bounds the node records (default 4096); past it, the node
+	// seen longest ago is forgotten.
+	MaxNodes int `yaml:"max_nodes"`
+
+	lostAfter time.Duration
+}
+
+// LostAfterDuration returns lost_after parsed.
+func (s Status) LostAfterDuration() time.Duration { return s.lostAfter }
+
 // Initrd configures the generated initramfs.
 type Initrd struct {
 	// ExtraModules are loaded on every boot besides NFS, overlay and the
@@ -199,6 +247,9 @@ func Default() Config {
 		DHCP:         DHCP{Mode: "proxy"},
 		TFTP:         TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us"},
 		Syslog:       Syslog{MaxFileMB: 64},
+		HTTP:         HTTP{Listen: "0.0.0.0:8080"},
+		Console:      Console{Listen: "0.0.0.0:6666"},
+		Status:       Status{LostAfter: "10m", LogLines: 500, LogKiB: 128, MaxNodes: 4096},
 		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
 		UnknownNodes: "boot",
 	}
@@ -379,8 +430,45 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		return fail("nodes", "%v", err)
 	}
 	c.table = table
-	c.NFS.allow, err = allowList("nfs.allow", c.NFS.Allow, fail)
-	return err
+	if c.NFS.allow, err = allowList("nfs.allow", c.NFS.Allow, fail); err != nil {
+		return err
+	}
+	return c.validateStatus(fail)
+}
+
+// validateStatus checks http, console and status.
+func (c *Config) validateStatus(fail func(key, format string, args ...any) error) error {
+	for key, addr := range map[string]string{"http.listen": c.HTTP.Listen, "console.listen": c.Console.Listen} {
+		if addr == "" {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(addr); err != nil || ap.Port() == 0 {
+			return fail(key, "want IP:PORT such as \"0.0.0.0:8080\", or \"\" for none, got %q", addr)
+		}
+	}
+	var err error
+	if c.HTTP.allow, err = allowList("http.allow", c.HTTP.Allow, fail); err != nil {
+		return err
+	}
+	if len(c.HTTP.Allow) == 0 {
+		c.HTTP.allow = append(append([]netip.Prefix(nil), c.NFS.allow...),
+			netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+	}
+	d, err := time.ParseDuration(c.Status.LostAfter)
+	if err != nil || d < 10*time.Second || d > 24*time.Hour {
+		return fail("status.lost_after", "want a duration from 10s to 24h such as \"10m\", got %q", c.Status.LostAfter)
+	}
+	c.Status.lostAfter = d
+	if c.Status.LogLines < 1 || c.Status.LogLines > 100000 {
+		return fail("status.log_lines", "want 1 to 100000, got %d", c.Status.LogLines)
+	}
+	if c.Status.LogKiB < 1 || c.Status.LogKiB > 64<<10 {
+		return fail("status.log_kib", "want 1 to 65536, got %d", c.Status.LogKiB)
+	}
+	if c.Status.MaxNodes < 1 || c.Status.MaxNodes > 1<<20 {
+		return fail("status.max_nodes", "want 1 to 1048576, got %d", c.Status.MaxNodes)
+	}
+	return nil
 }
 
 func (c *Config) validateFull(fail func(key, format string, args ...any) error) error {

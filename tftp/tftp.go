@@ -126,6 +126,10 @@ type content struct {
 	data []byte
 	mac  net.HardwareAddr
 	gen  string // "image/gen" for configs and boot files, for events
+	// stage is the boot stage fetching this file marks.
+	stage events.Stage
+	image string
+	gn    int
 }
 
 // resolve finds the bytes for a cleaned name.
@@ -136,7 +140,7 @@ func (s *Server) resolve(p string, log *slog.Logger) (content, error) {
 			log.Error("loader unreadable (install pxelinux, syslinux-common and syslinux-efi, or set tftp.loaders)", "err", err)
 			return content{}, errNotFound
 		}
-		return content{data: b}, nil
+		return content{data: b, stage: events.StageLoader}, nil
 	}
 	if cfgName, ok := strings.CutPrefix(p, "pxelinux.cfg/"); ok {
 		return s.pxelinuxConfig(cfgName, log)
@@ -162,7 +166,11 @@ func (s *Server) resolve(p string, log *slog.Logger) (content, error) {
 			log.Error("boot file unreadable", "err", err)
 			return content{}, errNotFound
 		}
-		return content{data: b, gen: parts[0] + "/" + parts[1]}, nil
+		stage := events.StageKernel
+		if parts[2] == "initrd.img" {
+			stage = events.StageInitrd
+		}
+		return content{data: b, gen: parts[0] + "/" + parts[1], stage: stage, image: parts[0], gn: gen}, nil
 	}
 	return content{}, errNotFound
 }
@@ -187,7 +195,8 @@ func (s *Server) pxelinuxConfig(name string, log *slog.Logger) (content, error) 
 		}
 		return content{}, errNotFound
 	}
-	return content{data: []byte(spec.PXELinuxConfig()), mac: mac, gen: fmt.Sprintf("%s/%d", spec.Image, spec.Generation)}, nil
+	return content{data: []byte(spec.PXELinuxConfig()), mac: mac, gen: fmt.Sprintf("%s/%d", spec.Image, spec.Generation),
+		stage: events.StageConfig, image: spec.Image, gn: spec.Generation}, nil
 }
 
 // handle answers one request from peer, received on local (nil when
@@ -260,11 +269,11 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 		}
 		return
 	}
-	ev := events.Event{IP: ip, Stage: events.StageTFTP, Detail: p}
+	ev := events.Event{IP: ip, Stage: c.stage, Detail: "tftp " + p}
 	if c.mac != nil {
 		ev.MAC = c.mac.String()
-		ev.Stage = events.StageConfig
-		ev.Detail = p + " -> " + c.gen
+		ev.Image, ev.Generation = c.image, c.gn
+		ev.Detail = "tftp " + p + " -> " + c.gen
 	}
 	s.cfg.Events.Record(ev)
 	log.Info("sent", "bytes", size, "blksize", prm.blksize, "took", time.Since(start).Round(time.Millisecond), "generation", c.gen)

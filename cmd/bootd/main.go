@@ -28,7 +28,7 @@ var verbs = map[string]verb{
 	"image":  {"build, list, publish, roll back and remove image generations", runImage},
 	"initrd": {"'initrd build' generates a generation's initrd and copies its kernel", runInitrd},
 	"lab":    {"a QEMU cluster in network namespaces on this machine: lab up, status, console, down", runLab},
-	"nodes":  {"node table tools: 'nodes export' prints it for the site's DHCP server", runNodes},
+	"nodes":  {"the nodes: 'nodes list' and 'nodes show NODE' from the running bootd; 'nodes export' for the site's DHCP server", runNodes},
 }
 
 func usage(w io.Writer) {

@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bootd/bootd/boot"
@@ -21,6 +25,7 @@ import (
 	"github.com/bootd/bootd/store"
 	"github.com/bootd/bootd/syslog"
 	"github.com/bootd/bootd/tftp"
+	"github.com/bootd/bootd/web"
 )
 
 func runServe(args []string) error {
@@ -41,7 +46,13 @@ func runServe(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	st := store.New(cfg.StateDir)
-	evs := events.New(4096)
+	evs := events.NewWithLimits(4096, events.Limits{Nodes: cfg.Status.MaxNodes, Lines: cfg.Status.LogLines,
+		LineBytes: cfg.Status.LogKiB << 10, LostAfter: cfg.Status.LostAfterDuration()})
+	recordsPath := filepath.Join(cfg.StateDir, "run", "nodes.json")
+	if err := evs.Load(recordsPath); err != nil {
+		log.Warn("node records", "err", err)
+	}
+	reg := newRegistry()
 	log.Info("bootd starting", "config", cfg.Path, "state_dir", cfg.StateDir)
 
 	planner, serverIP, err := newPlanner(cfg, st)
@@ -65,7 +76,7 @@ func runServe(args []string) error {
 			MaxConnsPerClient: cfg.NFS.MaxConnectionsPerClient,
 			Logger:            log,
 			OnMount: func(client netip.AddrPort, image string, gen int) {
-				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Detail: fmt.Sprintf("%s/%d", image, gen)})
+				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Image: image, Generation: gen, Detail: fmt.Sprintf("nfs mount %s/%d", image, gen)})
 			},
 		})
 		g.Go(func() error { srv.Preload(); return nil })
@@ -110,6 +121,16 @@ func runServe(args []string) error {
 		}
 		g.Go(func() error { return srv.Serve(gctx) })
 	}
+	if cfg.HTTP.Listen != "" {
+		srv := web.New(web.Config{Log: evs, Planner: planner, Allow: cfg.HTTP.AllowPrefixes(), Registry: reg, Logger: log})
+		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.HTTP.Listen) })
+	}
+	if cfg.Console.Listen != "" {
+		srv := syslog.NewNetconsole(syslog.NetconsoleConfig{Allow: cfg.HTTP.AllowPrefixes(), Logger: log,
+			Sink: func(src netip.Addr, text string, t time.Time) bool { return evs.Console(src.String(), text, t) }})
+		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.Console.Listen) })
+	}
+	g.Go(func() error { keepRecords(gctx, evs, recordsPath, log); return nil })
 	g.Go(func() error { stats.run(gctx, log); return nil })
 	// SIGHUP (a closed terminal, a `systemctl reload`) must not end serve.
 	hup := make(chan os.Signal, 1)
@@ -131,6 +152,36 @@ func runServe(args []string) error {
 	}
 	log.Info("bootd stopped")
 	return nil
+}
+
+// keepRecords marks stalled boots lost and saves the node records every
+// few seconds, and once more when serve stops.
+func keepRecords(ctx context.Context, evs *events.Log, path string, log *slog.Logger) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := evs.Save(path); err != nil {
+				log.Error("node records", "err", err)
+			}
+			return
+		case <-t.C:
+			evs.Sweep()
+			if err := evs.Save(path); err != nil {
+				log.Warn("node records", "err", err)
+			}
+		}
+	}
+}
+
+// newRegistry is the metrics registry every service registers in: Go
+// runtime, process and build facts first.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector())
+	return reg
 }
 
 // newPlanner builds the boot plan and finds the address nodes reach bootd
