@@ -206,9 +206,16 @@ type Status struct {
 	// MaxNodes bounds the node records (default 4096); past it, the node
 	// seen longest ago is forgotten.
 	MaxNodes int `yaml:"max_nodes"`
+	// ProbeEvery is how often bootd asks up nodes that have gone quiet for
+	// an ICMP echo (default "20s"; "0s" never): one that misses three in a
+	// row died without shutting down, and is counted lost.
+	ProbeEvery string `yaml:"probe_every"`
 
-	lostAfter time.Duration
+	lostAfter, probeEvery time.Duration
 }
+
+// ProbeEveryDuration returns probe_every parsed.
+func (s Status) ProbeEveryDuration() time.Duration { return s.probeEvery }
 
 // LostAfterDuration returns lost_after parsed.
 func (s Status) LostAfterDuration() time.Duration { return s.lostAfter }
@@ -249,7 +256,7 @@ func Default() Config {
 		Syslog:       Syslog{MaxFileMB: 64},
 		HTTP:         HTTP{Listen: "0.0.0.0:8080"},
 		Console:      Console{Listen: "0.0.0.0:6666"},
-		Status:       Status{LostAfter: "10m", LogLines: 500, LogKiB: 128, MaxNodes: 4096},
+		Status:       Status{LostAfter: "10m", LogLines: 500, LogKiB: 128, MaxNodes: 4096, ProbeEvery: "20s"},
 		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
 		UnknownNodes: "boot",
 	}
@@ -459,6 +466,10 @@ func (c *Config) validateStatus(fail func(key, format string, args ...any) error
 		return fail("status.lost_after", "want a duration from 10s to 24h such as \"10m\", got %q", c.Status.LostAfter)
 	}
 	c.Status.lostAfter = d
+	if d, err = time.ParseDuration(c.Status.ProbeEvery); err != nil || (d != 0 && d < time.Second) || d > time.Hour {
+		return fail("status.probe_every", "want a duration from 1s to 1h such as \"20s\", or \"0s\" for never, got %q", c.Status.ProbeEvery)
+	}
+	c.Status.probeEvery = d
 	if c.Status.LogLines < 1 || c.Status.LogLines > 100000 {
 		return fail("status.log_lines", "want 1 to 100000, got %d", c.Status.LogLines)
 	}

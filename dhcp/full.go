@@ -110,6 +110,7 @@ func NewFull(cfg FullConfig) (*Full, error) {
 		}
 	}
 	f.proxy = NewProxy(cfg.Config)
+	f.proxy.mode = modeFull
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -205,6 +206,7 @@ func (f *Full) setLease(l *Lease) {
 	}
 	f.leases[l.MAC] = l
 	f.byIP[l.IP] = l
+	f.cfg.Metrics.setLeases(len(f.leases))
 }
 
 func (f *Full) dropLease(mac string) {
@@ -213,6 +215,7 @@ func (f *Full) dropLease(mac string) {
 		if f.byIP[old.IP] == old {
 			delete(f.byIP, old.IP)
 		}
+		f.cfg.Metrics.setLeases(len(f.leases))
 	}
 }
 
@@ -357,7 +360,7 @@ func (f *Full) serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) erro
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { f.flusher(ctx); close(done) }()
-	err := serveConns(ctx, f.log, f.Reply, dhcpConn, pxeConn)
+	err := serveCounted(ctx, f.log, f.Reply, f.cfg.Metrics, modeFull, dhcpConn, pxeConn)
 	cancel()
 	<-done
 	return err
@@ -433,11 +436,13 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 	}
 	mac := req.ClientHWAddr
 	if req.OpCode != dhcpv4.OpcodeBootRequest || len(mac) != 6 {
+		f.cfg.Metrics.ignore(modeFull, reasonMalformed)
 		return nil, nil
 	}
 	log := f.log.With("mac", mac.String())
 	if _, ok := f.cfg.relayed(req); !ok {
 		log.Debug("ignored: relayed by an address not in dhcp.relays", "giaddr", req.GatewayIPAddr.String())
+		f.cfg.Metrics.ignore(modeFull, reasonRelayRefused)
 		return nil, nil
 	}
 	server := net.IP(f.cfg.ServerIP.AsSlice())
@@ -451,6 +456,7 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 		a, ok := f.address(mac)
 		if !ok {
 			log.Info("no address to offer")
+			f.cfg.Metrics.ignore(modeFull, reasonNoAddress)
 			return nil, nil
 		}
 		// Hold the address until the REQUEST, unless the MAC's lease of it
@@ -467,6 +473,7 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 			if l, ok := f.leases[mac.String()]; ok && l.offered {
 				f.dropLease(mac.String())
 			}
+			f.cfg.Metrics.ignore(modeFull, reasonNotOurs)
 			return nil, nil
 		}
 		want := req.RequestedIPAddress()
@@ -477,12 +484,14 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 		a, ok := f.address(mac)
 		if !ok || wantA != a {
 			if !f.cfg.Network.Subnet.Contains(wantA) && req.ServerIdentifier() == nil {
+				f.cfg.Metrics.ignore(modeFull, reasonNotOurs)
 				return nil, nil // not ours to refuse
 			}
 			log.Info("refused request", "requested", wantA.String(), "ours", a.String())
 			resp, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(server)), dhcpv4.WithBroadcast(true))
 			if err != nil {
+				f.cfg.Metrics.ignore(modeFull, reasonOther)
 				return nil, nil
 			}
 			return resp, f.dest(req)
@@ -502,6 +511,7 @@ func (f *Full) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv
 	case dhcpv4.MessageTypeInform:
 		return f.answer(req, dhcpv4.MessageTypeAck, netip.Addr{}, log)
 	}
+	f.cfg.Metrics.ignore(modeFull, reasonOther)
 	return nil, nil
 }
 
@@ -544,12 +554,19 @@ func (f *Full) answer(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, a netip.Addr, l
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
 		log.Warn("building reply", "err", err)
+		f.cfg.Metrics.ignore(modeFull, reasonOther)
 		return nil, nil
 	}
 	resp.BootFileName = file
-	if mt == dhcpv4.MessageTypeAck && a.IsValid() {
+	// Only the firmware's DHCP starts a boot; the init's own DHCP (no
+	// PXEClient class) comes in the middle of one.
+	if mt == dhcpv4.MessageTypeAck && a.IsValid() && file != "" {
+		hostname := ""
+		if n, ok := f.cfg.Planner.Node(req.ClientHWAddr); ok {
+			hostname = n.Hostname
+		}
 		f.cfg.Events.Record(events.Event{MAC: req.ClientHWAddr.String(), IP: a.String(), Stage: events.StageDHCP,
-			Detail: fmt.Sprintf("lease %s %s", a, file)})
+			Firmware: fw.String(), Hostname: hostname, Detail: fmt.Sprintf("full dhcp: lease %s, %s", a, file)})
 	}
 	// An ACK is worth a line each; a storm's OFFERs only when debugging.
 	level := slog.LevelDebug

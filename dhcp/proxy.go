@@ -66,6 +66,8 @@ type Config struct {
 	// answered; a request naming any other relay is dropped, since its
 	// answer would go to whatever address the request named.
 	Relays []netip.Addr
+	// Metrics, if set, counts replies and ignored requests for Prometheus.
+	Metrics *Metrics
 }
 
 // relayed says whether req came through a relay, and whether that relay
@@ -88,8 +90,9 @@ func (cfg *Config) relayed(req *dhcpv4.DHCPv4) (via, allowed bool) {
 
 // Proxy is the proxy-DHCP server.
 type Proxy struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	mode mode // for metrics: a Full's Proxy counts as full
 }
 
 // NewProxy returns a proxy-DHCP server.
@@ -135,7 +138,12 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		return err
 	}
 	p.log.Info("answering PXE clients", "interface", p.cfg.Interface, "server_ip", p.cfg.ServerIP.String())
-	return serveConns(ctx, p.log, p.Reply, conns[0], conns[1])
+	return p.serve(ctx, conns[0], conns[1])
+}
+
+// serve answers on already-open sockets for ports 67 and 4011.
+func (p *Proxy) serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) error {
+	return serveCounted(ctx, p.log, p.Reply, p.cfg.Metrics, p.mode, dhcpConn, pxeConn)
 }
 
 // openConns opens ports 67 and 4011 on the interface.
@@ -181,6 +189,12 @@ type replyFunc func(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCPv4
 
 // serveConns answers on already-open sockets for ports 67 and 4011.
 func serveConns(ctx context.Context, log *slog.Logger, reply replyFunc, dhcpConn, pxeConn net.PacketConn) error {
+	return serveCounted(ctx, log, reply, nil, modeProxy, dhcpConn, pxeConn)
+}
+
+// serveCounted is serveConns counting, as mode md, the replies sent and
+// the datagrams that are not DHCP at all (which never reach reply).
+func serveCounted(ctx context.Context, log *slog.Logger, reply replyFunc, m *Metrics, md mode, dhcpConn, pxeConn net.PacketConn) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	for _, c := range []struct {
@@ -190,7 +204,7 @@ func serveConns(ctx context.Context, log *slog.Logger, reply replyFunc, dhcpConn
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- loop(ctx, log, reply, c.conn, c.port)
+			errc <- loop(ctx, log, reply, m, md, c.conn, c.port)
 		}()
 	}
 	go func() {
@@ -211,7 +225,7 @@ func serveConns(ctx context.Context, log *slog.Logger, reply replyFunc, dhcpConn
 	return nil
 }
 
-func loop(ctx context.Context, log *slog.Logger, reply replyFunc, conn net.PacketConn, port int) error {
+func loop(ctx context.Context, log *slog.Logger, reply replyFunc, m *Metrics, md mode, conn net.PacketConn, port int) error {
 	buf := make([]byte, 1<<16)
 	for {
 		n, peer, err := conn.ReadFrom(buf)
@@ -224,6 +238,7 @@ func loop(ctx context.Context, log *slog.Logger, reply replyFunc, conn net.Packe
 		req, err := dhcpv4.FromBytes(buf[:n])
 		if err != nil {
 			log.Debug("dropped undecodable packet", "from", peer.String(), "bytes", n, "err", err)
+			m.ignore(md, reasonMalformed)
 			continue
 		}
 		resp, dest := reply(req, port, peer)
@@ -235,7 +250,9 @@ func loop(ctx context.Context, log *slog.Logger, reply replyFunc, conn net.Packe
 				return nil
 			}
 			log.Warn("sending reply", "mac", req.ClientHWAddr.String(), "to", dest.String(), "err", err)
+			continue
 		}
+		m.replied(md, resp.MessageType())
 	}
 }
 
@@ -263,15 +280,18 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 	mac := req.ClientHWAddr
 	log := p.log.With("mac", mac.String(), "port", port)
 	if req.OpCode != dhcpv4.OpcodeBootRequest || len(mac) != 6 {
+		p.cfg.Metrics.ignore(p.mode, reasonMalformed)
 		return nil, nil
 	}
 	if _, ok := p.cfg.relayed(req); !ok {
 		log.Debug("ignored: relayed by an address not in dhcp.relays", "giaddr", req.GatewayIPAddr.String())
+		p.cfg.Metrics.ignore(p.mode, reasonRelayRefused)
 		return nil, nil
 	}
 	fw, why := pxeFirmware(req)
 	if fw == boot.FirmwareUnsupported {
 		log.Debug("ignored: "+why, "class", req.ClassIdentifier())
+		p.cfg.Metrics.ignore(p.mode, firmwareReason(req))
 		return nil, nil
 	}
 	mt := req.MessageType()
@@ -283,10 +303,12 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 		replyType = dhcpv4.MessageTypeAck
 	default:
 		// REQUESTs on 67 are for the site's server.
+		p.cfg.Metrics.ignore(p.mode, reasonNotOurs)
 		return nil, nil
 	}
 	if !p.cfg.Planner.Serves(mac) {
 		log.Debug("ignored: not in the node table (unknown_nodes: ignore)")
+		p.cfg.Metrics.ignore(p.mode, reasonUnknownNode)
 		return nil, nil
 	}
 	server := net.IP(p.cfg.ServerIP.AsSlice())
@@ -315,6 +337,7 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
 		log.Warn("building reply", "err", err)
+		p.cfg.Metrics.ignore(p.mode, reasonOther)
 		return nil, nil
 	}
 	if withFile {
@@ -329,8 +352,11 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 	default:
 		dest = &net.UDPAddr{IP: net.IPv4bcast, Port: PortClient}
 	}
-	ev := events.Event{MAC: mac.String(), Stage: events.StageDHCP,
-		Detail: fmt.Sprintf("%s %s via port %d", fw, strings.ToLower(replyType.String()), port)}
+	ev := events.Event{MAC: mac.String(), Stage: events.StageDHCP, Firmware: fw.String(),
+		Detail: fmt.Sprintf("proxy dhcp: %s %s via port %d", fw, strings.ToLower(replyType.String()), port)}
+	if n, ok := p.cfg.Planner.Node(mac); ok {
+		ev.Hostname = n.Hostname
+	}
 	if u, ok := peer.(*net.UDPAddr); ok && port == PortPXE {
 		ev.IP = u.IP.String()
 	}

@@ -562,6 +562,45 @@ func clean(s string) string {
 	return b.String()
 }
 
+// Quiet returns the nodes that are up and have not been heard from since
+// the time given.
+func (l *Log) Quiet(since time.Time) []Node {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Node
+	for _, n := range l.nodes {
+		if n.Stage == StageUp && n.LastSeen.Before(since) {
+			out = append(out, Node{MAC: n.MAC, IP: n.IP, LastSeen: n.LastSeen})
+		}
+	}
+	return out
+}
+
+// Alive notes that a node answered bootd.
+func (l *Log) Alive(mac string, t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.nodes[normMAC(mac)]; n != nil && t.After(n.LastSeen) {
+		n.LastSeen = t
+		l.dirty = true
+	}
+}
+
+// Lose ends a node's current boot as lost (a node that is up and stopped
+// answering), unless it is over already.
+func (l *Log) Lose(mac, why string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.nodes[normMAC(mac)]
+	if n == nil {
+		return
+	}
+	if b := n.Current(); b != nil && !b.over() {
+		l.dirty = true
+		l.reach(n, b, At{Stage: StageLost, Time: l.now(), Detail: why})
+	}
+}
+
 // MACOf returns the MAC of the node last seen at ip.
 func (l *Log) MACOf(ip string) (string, bool) {
 	l.mu.Lock()

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -31,10 +30,13 @@ type Options struct {
 	Bootd    string // the bootd binary to run as master (and to build with)
 	Out      io.Writer
 	Timeout  time.Duration // per node, power-on to multi-user
+	// LostAfter is bootd's status.lost_after in the lab (default "3m").
+	LostAfter string
 }
 
-// Stages of a node's boot, in order.
-var Stages = []string{"dhcp", "loader", "kernel", "root", "multi-user"}
+// Stages of a node's boot that the lab follows, in order: bootd's, from
+// DHCP to up.
+var Stages = []string{"dhcp", "loader", "config", "kernel", "initrd", "root", "up"}
 
 // NodeReport is one node's boot.
 type NodeReport struct {
@@ -73,6 +75,9 @@ func (o *Options) defaults() {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	if o.LostAfter == "" {
+		o.LostAfter = "3m"
+	}
 	if o.Timeout == 0 {
 		o.Timeout = 6 * time.Minute
 	}
@@ -108,12 +113,15 @@ dhcp: {mode: proxy, ipv6_ra: true}
 tftp: {listen: "0.0.0.0:69"}
 nfs: {listen: "%s:2049", allow: ["10.213.0.0/24"]}
 syslog: {listen: "%s:514", allow: ["10.213.0.0/24"]}
+http: {listen: "%s:%d"}
+console: {listen: "%s:6666"}
+status: {lost_after: %s, probe_every: 5s}
 defaults: {image: %s, console: "ttyS0,115200n8", append: "quiet"}
 unknown_nodes: ignore
 image:
   root_password_hash: %q
 nodes:
-%s`, filepath.Join(o.Dir, "state"), MasterIf, MasterIP, MasterIP, o.Image, labPasswordHash, nodes.String())
+%s`, filepath.Join(o.Dir, "state"), MasterIf, MasterIP, MasterIP, MasterIP, APIPort, MasterIP, o.LostAfter, o.Image, labPasswordHash, nodes.String())
 }
 
 // Prepare writes the config and builds what is missing: the image (its
@@ -181,52 +189,27 @@ func UpCluster(ctx context.Context, o Options) (*Cluster, error) {
 	return c, nil
 }
 
-var (
-	logTime = regexp.MustCompile(`time=(\S+)`)
-	logIP   = regexp.MustCompile(` ip=(\S+)`)
-)
-
-// observe updates every node's stages from bootd's log and the consoles.
-func (c *Cluster) observe() {
-	logb, _ := os.ReadFile(filepath.Join(c.Dir, "bootd.log"))
-	lines := strings.Split(string(logb), "\n")
+// observe updates every node's stages from the master's API: the same
+// node records the status page shows.
+func (c *Cluster) observe(ctx context.Context) {
+	api := c.API()
 	for _, r := range c.Reports {
-		mac := r.MAC
-		dashed := "01-" + strings.ReplaceAll(mac, ":", "-")
-		at := func(stage string, t time.Time) {
-			if _, done := r.At[stage]; !done && !t.IsZero() {
-				r.At[stage] = t.Sub(r.Start)
-			}
+		d, err := api.Node(ctx, r.MAC)
+		if err != nil {
+			continue
 		}
-		for _, l := range lines {
-			ts := func() time.Time {
-				m := logTime.FindStringSubmatch(l)
-				if m == nil {
-					return time.Time{}
+		r.IP = d.IP
+		// The boot that began after this node was powered on.
+		for i := len(d.Boots) - 1; i >= 0; i-- {
+			b := d.Boots[i]
+			if b.Start.Before(r.Start.Add(-time.Second)) {
+				break
+			}
+			for _, a := range b.Stages {
+				if _, done := r.At[string(a.Stage)]; !done {
+					r.At[string(a.Stage)] = a.Time.Sub(r.Start)
 				}
-				t, _ := time.Parse(time.RFC3339Nano, m[1])
-				return t
 			}
-			switch {
-			case strings.Contains(l, `msg="answered PXE client"`) && strings.Contains(l, "mac="+mac):
-				at("dhcp", ts())
-			case strings.Contains(l, "msg=sent") && strings.Contains(l, "file=pxelinux.cfg/"+dashed):
-				at("loader", ts())
-				if m := logIP.FindStringSubmatch(l); m != nil {
-					r.IP = m[1]
-				}
-			case r.IP != "" && strings.Contains(l, "msg=sent") && strings.Contains(l, " ip="+r.IP+" ") && strings.Contains(l, "/initrd.img"):
-				at("kernel", ts())
-			}
-		}
-		con, _ := os.ReadFile(r.Console)
-		if strings.Contains(string(con), "bootd-init: switching to") {
-			at("root", time.Now())
-		}
-		// The getty's banner names the host; kernel messages may land
-		// between it and "login:".
-		if i := strings.LastIndex(string(con), "Debian GNU/Linux"); i >= 0 && strings.Contains(string(con[i:]), r.Hostname) && strings.Contains(string(con[i:]), "login:") {
-			at("multi-user", time.Now())
 		}
 	}
 }
@@ -237,7 +220,7 @@ func (c *Cluster) Wait(ctx context.Context) {
 	printed := map[string]bool{}
 	deadline := time.Now().Add(c.Opt.Timeout)
 	for {
-		c.observe()
+		c.observe(ctx)
 		pending := 0
 		for _, r := range c.Reports {
 			for _, s := range Stages {
@@ -246,8 +229,10 @@ func (c *Cluster) Wait(ctx context.Context) {
 					fmt.Fprintf(c.Opt.Out, "lab: %s %-10s %6.1fs\n", r.Name, s, d.Seconds())
 				}
 			}
-			if _, ok := r.At["multi-user"]; ok {
+			if _, ok := r.At["up"]; ok {
 				r.Result = "ok"
+			} else if _, ok := r.At["lost"]; ok {
+				r.Result = "lost"
 			} else if time.Now().After(deadline) {
 				r.Result = "timed out"
 			} else {
@@ -264,7 +249,11 @@ func (c *Cluster) Wait(ctx context.Context) {
 // Table writes the end-of-run table.
 func (c *Cluster) Table(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tMAC\tIP\tHOSTNAME\tFIRMWARE\tNIC\tDHCP\tLOADER\tKERNEL\tROOT\tMULTI-USER\tRESULT")
+	fmt.Fprint(tw, "NODE\tMAC\tIP\tHOSTNAME\tFIRMWARE\tNIC")
+	for _, s := range Stages {
+		fmt.Fprint(tw, "\t"+strings.ToUpper(s))
+	}
+	fmt.Fprintln(tw, "\tRESULT")
 	reps := append([]*NodeReport(nil), c.Reports...)
 	sort.Slice(reps, func(i, j int) bool { return reps[i].Name < reps[j].Name })
 	for _, r := range reps {

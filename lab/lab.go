@@ -452,3 +452,18 @@ func (l *Lab) removeNamespaces() error {
 	}
 	return errors.Join(errs...)
 }
+
+// PowerOff pulls a node's plug: its QEMU is killed, the guest gets no
+// chance to shut down.
+func (l *Lab) PowerOff(name string) error {
+	for _, p := range l.Procs {
+		if p.Name != name {
+			continue
+		}
+		if err := p.Verify(); err != nil {
+			return fmt.Errorf("node %s (pid %d): %w", name, p.PID, err)
+		}
+		return syscall.Kill(-p.PID, syscall.SIGKILL)
+	}
+	return fmt.Errorf("no node %s", name)
+}

@@ -375,6 +375,7 @@ func (c *call) read() {
 	}
 	binary.BigEndian.PutUint32(c.w.b[hdr+8:], uint32(n))
 	c.w.b = c.w.b[:hdr+12+(n+3)&^3]
+	c.s.cfg.Metrics.read(n)
 	for j := hdr + 12 + n; j < len(c.w.b); j++ {
 		c.w.b[j] = 0
 	}

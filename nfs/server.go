@@ -54,6 +54,9 @@ type Config struct {
 	// one per server and mount options, a few more with nconnect). A
 	// connection over either is closed at accept.
 	MaxConns, MaxConnsPerClient int
+	// Metrics, if set, counts calls, data read and connections for
+	// Prometheus.
+	Metrics *Metrics
 }
 
 // Deadlines, so that a client that stops talking costs nothing for long.
@@ -189,6 +192,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			// reset before it was accepted: all pass. The export must
 			// outlive them, so wait a little and go on.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.cfg.Metrics.failed(failAccept)
 			s.noteRefused("accepting", "err", err.Error(), "retry_in", delay.String())
 			time.Sleep(delay)
 			continue
@@ -196,35 +200,51 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		delay = 0
 		peer := addrPort(c.RemoteAddr())
 		if reason := s.refuse(peer); reason != "" {
+			s.cfg.Metrics.refused(reason)
 			s.noteRefused("refused connection", "client", peer.String(), "reason", reason)
 			c.Close()
 			continue
 		}
-		if !s.track(c, peer.Addr()) {
-			s.noteRefused("refused connection", "client", peer.String(), "reason", "too many connections",
+		if reason := s.track(c, peer.Addr()); reason != "" {
+			s.cfg.Metrics.refused(reason)
+			s.noteRefused("refused connection", "client", peer.String(), "reason", reason,
 				"max", s.cfg.MaxConns, "per_client", s.cfg.MaxConnsPerClient)
 			c.Close()
 			continue
 		}
 		wg.Add(1)
+		s.cfg.Metrics.connOpened()
 		go func() {
 			defer wg.Done()
+			defer s.cfg.Metrics.connClosed()
 			defer s.untrack(c)
 			s.serveConn(ctx, c, peer)
 		}()
 	}
 }
 
-// track counts a new connection against the limits; false: over one.
-func (s *Server) track(c net.Conn, a netip.Addr) bool {
+// Why a connection is refused at accept (logged, and counted by reason).
+const (
+	whyNotAllowed       = "address not in nfs.allow"
+	whyInsecurePort     = "source port is not privileged (nfs.secure_ports is on)"
+	whyTooMany          = "too many connections"
+	whyTooManyPerClient = "too many connections from this address"
+)
+
+// track counts a new connection against the limits, or says which one it
+// is over.
+func (s *Server) track(c net.Conn, a netip.Addr) (over string) {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
-	if len(s.conns) >= s.cfg.MaxConns || s.perAddr[a] >= s.cfg.MaxConnsPerClient {
-		return false
+	if len(s.conns) >= s.cfg.MaxConns {
+		return whyTooMany
+	}
+	if s.perAddr[a] >= s.cfg.MaxConnsPerClient {
+		return whyTooManyPerClient
 	}
 	s.conns[c] = a
 	s.perAddr[a]++
-	return true
+	return ""
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -277,10 +297,10 @@ func (s *Server) refuse(peer netip.AddrPort) string {
 		}
 	}
 	if !allowed {
-		return "address not in nfs.allow"
+		return whyNotAllowed
 	}
 	if s.cfg.SecurePorts && peer.Port() >= 1024 {
-		return "source port is not privileged (nfs.secure_ports is on)"
+		return whyInsecurePort
 	}
 	return ""
 }
@@ -304,8 +324,10 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 	for {
 		bp := bufPool.Get().(*[]byte)
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
-		rec, err := readRecord(br, *bp, func() { c.SetReadDeadline(time.Now().Add(recordTimeout)) })
+		inRecord := false
+		rec, err := readRecord(br, *bp, func() { inRecord = true; c.SetReadDeadline(time.Now().Add(recordTimeout)) })
 		if err != nil {
+			s.cfg.Metrics.readFailed(err, inRecord)
 			bufPool.Put(bp)
 			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && err.Error() != "EOF" {
 				log.Debug("connection closed", "err", err)
@@ -314,7 +336,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 		}
 		handle := func() {
 			out := bufPool.Get().(*[]byte)
+			start := time.Now()
 			reply := s.dispatch(log, peer, rec, (*out)[:0])
+			s.cfg.Metrics.call(rec, reply, start)
 			*bp = rec[:0]
 			bufPool.Put(bp)
 			if reply != nil {
@@ -323,6 +347,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 				_, err := c.Write(finishReply(reply))
 				wmu.Unlock()
 				if err != nil {
+					s.cfg.Metrics.writeFailed(err)
 					c.Close()
 				}
 			}

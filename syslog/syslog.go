@@ -32,6 +32,11 @@ type Config struct {
 	Allow  []netip.Prefix
 	Logger *slog.Logger
 	Limits Limits
+	// Metrics, if set, counts messages, bytes and drops for Prometheus.
+	Metrics *Metrics
+	// OnLine, if set, gets every line kept (escaped, without its newline):
+	// bootd adds it to the sender's node record.
+	OnLine func(src netip.Addr, line string)
 }
 
 // Limits bound the receiver's resources. Zero fields take the defaults.
@@ -94,6 +99,9 @@ type Server struct {
 	allow []netip.Prefix
 	lim   Limits
 	log   *slog.Logger
+	m     *Metrics
+	// onLine: Config.OnLine.
+	onLine func(src netip.Addr, line string)
 
 	fmu   sync.Mutex // guards files and tick
 	files map[netip.Addr]*logFile
@@ -123,6 +131,8 @@ func New(cfg Config) *Server {
 		allow:  cfg.Allow,
 		lim:    cfg.Limits,
 		log:    log.With("service", "syslog"),
+		m:      cfg.Metrics,
+		onLine: cfg.OnLine,
 		files:  map[netip.Addr]*logFile{},
 		conns:  map[net.Conn]struct{}{},
 		perSrc: map[netip.Addr]int{},
@@ -214,17 +224,21 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup
 		ip := addrOf(c.RemoteAddr())
 		if !s.allowed(ip) {
 			s.refused.Add(1)
+			s.m.drop(dropNotAllowed)
 			s.noteRefused(ip)
 			c.Close()
 			continue
 		}
 		if !s.admit(c, ip) {
 			s.overLimit.Add(1)
+			s.m.drop(dropTooManyConns)
 			s.noteRefused(ip)
 			c.Close()
 			continue
 		}
+		s.m.connOpened()
 		wg.Go(func() {
+			defer s.m.connClosed()
 			defer s.release(c, ip)
 			s.serveConn(c, ip)
 		})
@@ -271,6 +285,9 @@ func (s *Server) serveConn(c net.Conn, ip netip.Addr) {
 		msg, cut, err := fr.next()
 		s.write(ip, msg, cut)
 		if err != nil {
+			if errors.Is(err, errFrameTooLong) {
+				s.m.drop(dropFrameTooLong)
+			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.log.Debug("closing a log connection", "ip", ip.String(), "err", err)
 			}
@@ -311,6 +328,7 @@ func (s *Server) serveUDP(pc net.PacketConn) {
 		ip := addrOf(from)
 		if !s.allowed(ip) {
 			s.refused.Add(1)
+			s.m.drop(dropNotAllowed)
 			s.noteRefused(ip)
 			continue
 		}
@@ -345,14 +363,20 @@ func (s *Server) write(ip netip.Addr, msg []byte, cut bool) {
 	s.fmu.Unlock()
 	if err != nil {
 		s.failed.Add(1)
+		s.m.drop(dropWriteFailed)
 		if s.failedLog.due() {
 			s.log.Error("keeping a node's log", "ip", ip.String(), "err", err, "lost_so_far", s.failed.Load())
 		}
 		return
 	}
 	s.messages.Add(1)
+	s.m.wrote(len(line))
+	if s.onLine != nil {
+		s.onLine(ip, string(line[:len(line)-1]))
+	}
 	if cut {
 		s.truncated.Add(1)
+		s.m.drop(dropTooLong)
 	}
 }
 

@@ -57,6 +57,8 @@ type Config struct {
 	BusyPoll time.Duration
 	// Limits bound transfers and request rates (limit.go).
 	Limits Limits
+	// Metrics, if set, counts transfers, bytes and times for Prometheus.
+	Metrics *Metrics
 }
 
 // Server is the TFTP server.
@@ -207,6 +209,7 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 	t, err := newTransfer(s, local, peer)
 	if err != nil {
 		log.Error("cannot answer", "err", err)
+		s.cfg.Metrics.turnedAway(resultFailed)
 		return
 	}
 	defer t.close()
@@ -218,24 +221,28 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 	if err != nil {
 		log.Debug("bad request", "bytes", len(b), "err", err)
 		t.sendError(errCodeIllegalOp, err.Error())
+		s.cfg.Metrics.turnedAway(resultRefused)
 		return
 	}
 	log = log.With("file", req.filename)
 	if req.op == opWRQ {
 		s.warn(log, "refused write request")
 		t.sendError(errCodeAccess, "writes are refused")
+		s.cfg.Metrics.turnedAway(resultRefused)
 		return
 	}
 	p, err := Clean(req.filename)
 	if err != nil {
 		s.warn(log, "refused file name", "err", err)
 		t.sendError(errorCode(err), err.Error())
+		s.cfg.Metrics.turnedAway(refusal(err))
 		return
 	}
 	c, err := s.resolve(p, log)
 	if err != nil {
 		log.Debug("not found")
 		t.sendError(errorCode(err), err.Error())
+		s.cfg.Metrics.turnedAway(refusal(err))
 		return
 	}
 	if c.mac != nil {
@@ -251,7 +258,9 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 		src = newNetascii(c.data, prm.blksize)
 	}
 	start := time.Now()
-	if err := t.send(src, prm); err != nil {
+	err = t.send(src, prm)
+	s.cfg.Metrics.sent(c.stage, err, t.sent, time.Since(start))
+	if err != nil {
 		var ec errClient
 		switch {
 		case ctx.Err() != nil:
@@ -374,6 +383,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		switch s.limit.admit(ip, time.Now()) {
 		case throttled:
 			s.warn(s.log, "dropped requests over the per-address rate", "ip", ip.String(), "rate", s.limit.lim.Rate)
+			s.cfg.Metrics.turnedAway(resultRefused)
 			continue
 		case busy:
 			// From the server port, not a transfer socket: a refusal must
@@ -381,6 +391,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			conn.WriteTo(appendError(nil, errCodeUndefined, "too many transfers, try again later"), peer)
 			s.warn(s.log, "refused requests over the transfer limits", "ip", ip.String(),
 				"max_transfers", s.limit.lim.Transfers, "per_client", s.limit.lim.PerClient)
+			s.cfg.Metrics.turnedAway(resultRefused)
 			continue
 		}
 		if local != nil && (local.Equal(net.IPv4bcast) || local.IsMulticast() || local.IsUnspecified()) {
@@ -388,9 +399,11 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		}
 		req := append([]byte(nil), buf[:n]...)
 		wg.Add(1)
+		s.cfg.Metrics.started()
 		go func() {
 			defer wg.Done()
 			defer s.limit.release(ip)
+			defer s.cfg.Metrics.finished()
 			s.handle(ctx, req, local, ua)
 		}()
 	}

@@ -42,6 +42,8 @@ type transfer struct {
 	// says it has sent one at all.
 	heard  time.Time
 	gotAck bool
+	// sent counts the data bytes written, resends included, for metrics.
+	sent int64
 }
 
 // A block is resent after resendAfter without its ACK (the client's
@@ -124,6 +126,7 @@ func (t *transfer) send(src source, p params) error {
 				if _, err := t.conn.Write(pkt[:4+n]); err != nil {
 					return err
 				}
+				t.sent += int64(n)
 			}
 			return nil
 		}

@@ -43,17 +43,9 @@ func runImage(args []string) error {
 		fs.Var(&hooks, "hook", "`SCRIPT` run with the prepared root as $1 (repeatable; a bare NAME is ./NAME, never looked up in $PATH)")
 		noPublish = fs.Bool("no-publish", false, "build the generation but leave current where it is")
 	}
-	// Flags may come after the positional arguments.
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		args = fs.Args()
-		if len(args) > 0 {
-			pos = append(pos, args[0])
-			args = args[1:]
-		}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
 	}
 	cfg, log, err := c.load()
 	if err != nil {

@@ -128,10 +128,11 @@ func runNodesShow(args []string) error {
 	fs := newFlags("nodes show", "NODE", "Print one node (hostname, MAC or IP): its latest boots stage by stage,\nits plan, and the tail of its console and syslog.", &c)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	lines := fs.Int("lines", 20, "console and syslog lines to print")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fs.Usage()
 		return errors.New("nodes show: name one node")
 	}
@@ -139,9 +140,9 @@ func runNodesShow(args []string) error {
 	if err != nil {
 		return err
 	}
-	d, err := cl.Node(context.Background(), fs.Arg(0))
+	d, err := cl.Node(context.Background(), pos[0])
 	if errors.Is(err, web.ErrNoNode) {
-		return fmt.Errorf("no node %q: not in the node table, and bootd has not seen it", fs.Arg(0))
+		return fmt.Errorf("no node %q: not in the node table, and bootd has not seen it", pos[0])
 	}
 	if err != nil {
 		return err

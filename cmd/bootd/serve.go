@@ -21,6 +21,7 @@ import (
 	"github.com/bootd/bootd/config"
 	"github.com/bootd/bootd/dhcp"
 	"github.com/bootd/bootd/events"
+	"github.com/bootd/bootd/liveness"
 	"github.com/bootd/bootd/nfs"
 	"github.com/bootd/bootd/store"
 	"github.com/bootd/bootd/syslog"
@@ -75,6 +76,7 @@ func runServe(args []string) error {
 			MaxConns:          cfg.NFS.MaxConnections,
 			MaxConnsPerClient: cfg.NFS.MaxConnectionsPerClient,
 			Logger:            log,
+			Metrics:           nfs.NewMetrics(reg),
 			OnMount: func(client netip.AddrPort, image string, gen int) {
 				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Image: image, Generation: gen, Detail: fmt.Sprintf("nfs mount %s/%d", image, gen)})
 			},
@@ -85,6 +87,7 @@ func runServe(args []string) error {
 	}
 	if cfg.TFTP.Listen != "" {
 		srv := tftp.New(tftp.Config{Planner: planner, Store: st, Loaders: cfg.TFTP.Loaders, Events: evs, Logger: log,
+			Metrics:  tftp.NewMetrics(reg),
 			BusyPoll: cfg.TFTP.BusyPollDuration(),
 			Limits: tftp.Limits{Transfers: cfg.TFTP.MaxTransfers, PerClient: cfg.TFTP.MaxTransfersPerClient,
 				Rate: cfg.TFTP.RequestsPerSecond}})
@@ -93,7 +96,8 @@ func runServe(args []string) error {
 	}
 	if cfg.Syslog.Listen != "" {
 		srv := syslog.New(syslog.Config{Dir: filepath.Join(cfg.StateDir, "logs"), Allow: cfg.Syslog.AllowPrefixes(), Logger: log,
-			Limits: syslog.Limits{MaxFileSize: cfg.Syslog.MaxFileSize()}})
+			Limits: syslog.Limits{MaxFileSize: cfg.Syslog.MaxFileSize()}, Metrics: syslog.NewMetrics(reg),
+			OnLine: func(src netip.Addr, line string) { evs.Syslog(src.String(), line, time.Time{}) }})
 		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.Syslog.Listen) })
 		stats.syslog = srv
 	}
@@ -102,6 +106,9 @@ func runServe(args []string) error {
 	}
 	dcfg := dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log,
 		Relays: cfg.DHCP.RelayAddrs()}
+	if cfg.DHCP.Mode != "off" {
+		dcfg.Metrics = dhcp.NewMetrics(reg)
+	}
 	switch cfg.DHCP.Mode {
 	case "proxy":
 		srv := dhcp.NewProxy(dcfg)
@@ -129,6 +136,19 @@ func runServe(args []string) error {
 		srv := syslog.NewNetconsole(syslog.NetconsoleConfig{Allow: cfg.HTTP.AllowPrefixes(), Logger: log,
 			Sink: func(src netip.Addr, text string, t time.Time) bool { return evs.Console(src.String(), text, t) }})
 		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.Console.Listen) })
+	}
+	if every := cfg.Status.ProbeEveryDuration(); every > 0 {
+		p := liveness.New(liveness.Config{Interval: every, Logger: log, Alive: evs.Alive, Lost: evs.Lose,
+			Quiet: func(since time.Time) []liveness.Target {
+				var out []liveness.Target
+				for _, n := range evs.Quiet(since) {
+					if a, err := netip.ParseAddr(n.IP); err == nil {
+						out = append(out, liveness.Target{MAC: n.MAC, IP: a})
+					}
+				}
+				return out
+			}})
+		g.Go(func() error { return p.Run(gctx) })
 	}
 	g.Go(func() error { keepRecords(gctx, evs, recordsPath, log); return nil })
 	g.Go(func() error { stats.run(gctx, log); return nil })

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,9 +39,11 @@ func TestMain(m *testing.M) {
 
 // daemon is a running `bootd serve`.
 type daemon struct {
-	cmd  *exec.Cmd
-	addr string
-	mu   sync.Mutex
+	cmd    *exec.Cmd
+	addr   string
+	http   string // the API's base URL
+	config string
+	mu     sync.Mutex
 	log  bytes.Buffer
 }
 
@@ -69,8 +73,22 @@ func freePort(t *testing.T) string {
 func startBootd(t *testing.T, state, addr string) *daemon {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "bootd.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\ndhcp: {mode: \"off\"}\ntftp: {listen: \"\"}\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\n  secure_ports: false\n", state, addr)), 0o644)
-	d := &daemon{addr: addr}
+	httpAddr := freePort(t)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\ndhcp: {mode: \"off\"}\ntftp: {listen: \"\"}\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\n  secure_ports: false\n"+
+		"http: {listen: %q}\nconsole: {listen: \"\"}\n", state, addr, httpAddr)), 0o644)
+	return startBootdWith(t, cfg, addr)
+}
+
+// startBootdWith runs `bootd serve --config cfg` and waits until it
+// accepts connections on addr (its NFS port).
+func startBootdWith(t *testing.T, cfg, addr string) *daemon {
+	t.Helper()
+	d := &daemon{addr: addr, config: cfg}
+	if b, err := os.ReadFile(cfg); err == nil {
+		if _, rest, ok := strings.Cut(string(b), "http: {listen: \""); ok {
+			d.http = "http://" + rest[:strings.Index(rest, "\"")]
+		}
+	}
 	d.cmd = exec.Command(bootdBin, "serve", "--config", cfg)
 	d.cmd.Stdout, d.cmd.Stderr = d, d
 	if err := d.cmd.Start(); err != nil {
@@ -266,8 +284,8 @@ func TestServeExitsWhenServicesFail(t *testing.T) {
 	defer ubusy.Close()
 	state := t.TempDir()
 	cfg := filepath.Join(t.TempDir(), "bootd.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\ninterface: lo\ndhcp: {mode: \"off\"}\ntftp: {listen: %q}\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\nsyslog: {listen: %q, allow: [127.0.0.1/32]}\n",
-		state, ubusy.LocalAddr().String(), busy.Addr().String(), busy.Addr().String())), 0o644)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\ninterface: lo\ndhcp: {mode: \"off\"}\ntftp: {listen: %q}\nnfs:\n  listen: %q\n  allow: [127.0.0.1/32]\nsyslog: {listen: %q, allow: [127.0.0.1/32]}\nhttp: {listen: %q}\nconsole: {listen: %q}\n",
+		state, ubusy.LocalAddr().String(), busy.Addr().String(), busy.Addr().String(), busy.Addr().String(), ubusy.LocalAddr().String())), 0o644)
 	cmd := exec.Command(bootdBin, "serve", "--config", cfg)
 	done := make(chan error, 1)
 	var out bytes.Buffer
@@ -286,4 +304,64 @@ func TestServeExitsWhenServicesFail(t *testing.T) {
 		<-done
 		t.Errorf("serve hung with its ports taken:\n%s", out.String())
 	}
+}
+
+// TestServeAPI: a running bootd answers its API and metrics, takes a
+// node's report, and still has the node's record after a restart; `bootd
+// nodes list/show` print it.
+func TestServeAPI(t *testing.T) {
+	state := t.TempDir()
+	makeImage(t, state, 10)
+	d := startBootd(t, state, freePort(t))
+	mountTarget(t, d.addr, "/demo/1")
+	waitHTTP(t, d.http+"/api/v1/nodes")
+	report := `{"mac":"52:54:00:bd:00:07","stage":"root","image":"demo","generation":1,"hostname":"node07"}`
+	resp, err := http.Post(d.http+"/api/v1/report", "application/json", strings.NewReader(report))
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("report: %v %v", resp, err)
+	}
+	metrics := get(t, d.http+"/metrics")
+	for _, want := range []string{`bootd_nodes{stage="root"} 1`, `bootd_reports_total{result="accepted"} 1`,
+		`bootd_nfs_operations_total{procedure="MNT",program="mount",status="ok"} 1`, "go_build_info"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	d.stop()
+	d2 := startBootdWith(t, d.config, d.addr)
+	waitHTTP(t, d2.http+"/api/v1/nodes")
+	out, err := exec.Command(bootdBin, "nodes", "show", "node07", "--config", d.config).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "52:54:00:bd:00:07") || !strings.Contains(string(out), "root") {
+		t.Errorf("nodes show after a restart: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bootdBin, "nodes", "list", "--config", d.config).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "node07") || !strings.Contains(string(out), "demo/1") {
+		t.Errorf("nodes list: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bootdBin, "nodes", "show", "node99", "--config", d.config).CombinedOutput(); err == nil {
+		t.Errorf("nodes show of an unknown node succeeded:\n%s", out)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	for range 100 {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never answered", url)
 }
