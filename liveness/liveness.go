@@ -51,6 +51,8 @@ type Prober struct {
 	missed map[string]int
 	seq    uint16
 	asked  map[uint16]Target // by echo sequence
+	// send sends one echo; Run points it at its ICMP socket.
+	send func(ip netip.Addr, seq uint16)
 }
 
 // New returns a prober.
@@ -81,6 +83,13 @@ func (p *Prober) Run(ctx context.Context) error {
 		conn.Close()
 	}()
 	go p.receive(conn)
+	p.send = func(ip netip.Addr, seq uint16) {
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: echoID, Seq: int(seq), Data: []byte("bootd")}}
+		b, _ := msg.Marshal(nil)
+		if _, err := conn.WriteTo(b, &net.IPAddr{IP: ip.AsSlice()}); err != nil {
+			p.log.Debug("echo", "ip", ip.String(), "err", err)
+		}
+	}
 	t := time.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -88,13 +97,13 @@ func (p *Prober) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			p.round(conn, time.Now())
+			p.round(time.Now())
 		}
 	}
 }
 
 // round asks every quiet node once and counts the last round's silence.
-func (p *Prober) round(conn *icmp.PacketConn, now time.Time) {
+func (p *Prober) round(now time.Time) {
 	quiet := p.cfg.Quiet(now.Add(-p.cfg.Interval))
 	p.mu.Lock()
 	// Echoes of the last round that got no answer are misses.
@@ -136,13 +145,12 @@ func (p *Prober) round(conn *icmp.PacketConn, now time.Time) {
 	}
 	p.mu.Unlock()
 	for _, e := range send {
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: int(e.seq), Data: []byte("bootd")}}
-		b, _ := msg.Marshal(nil)
-		if _, err := conn.WriteTo(b, &net.IPAddr{IP: e.ip.AsSlice()}); err != nil {
-			p.log.Debug("echo", "ip", e.ip.String(), "err", err)
-		}
+		p.send(e.ip, e.seq)
 	}
 }
+
+// echoID marks bootd's echoes (the raw socket sees every echo reply).
+var echoID = os.Getpid() & 0xffff
 
 func (p *Prober) receive(conn *icmp.PacketConn) {
 	buf := make([]byte, 1500)
@@ -159,20 +167,25 @@ func (p *Prober) receive(conn *icmp.PacketConn) {
 			continue
 		}
 		e, ok := m.Body.(*icmp.Echo)
-		if !ok || e.ID != os.Getpid()&0xffff {
+		if !ok || e.ID != echoID {
 			continue
 		}
 		src, _ := netip.ParseAddr(from.String())
-		p.mu.Lock()
-		q, ok := p.asked[uint16(e.Seq)]
-		// The answer must come from the address asked.
-		if ok = ok && q.IP == src.Unmap(); ok {
-			delete(p.asked, uint16(e.Seq))
-			delete(p.missed, q.MAC)
-		}
-		p.mu.Unlock()
-		if ok {
-			p.cfg.Alive(q.MAC, time.Now())
-		}
+		p.answered(src.Unmap(), uint16(e.Seq), time.Now())
+	}
+}
+
+// answered takes an echo reply.
+func (p *Prober) answered(src netip.Addr, seq uint16, t time.Time) {
+	p.mu.Lock()
+	q, ok := p.asked[seq]
+	// The answer must come from the address asked.
+	if ok = ok && q.IP == src; ok {
+		delete(p.asked, seq)
+		delete(p.missed, q.MAC)
+	}
+	p.mu.Unlock()
+	if ok {
+		p.cfg.Alive(q.MAC, t)
 	}
 }
