@@ -27,6 +27,9 @@ func TestCmdlineRoundTrip(t *testing.T) {
 		got.Union != p.Union || got.TmpfsSize != p.TmpfsSize || got.Timeout != p.Timeout || got.Init != p.Init || !got.Debug {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, p)
 	}
+	if got.Report.IsValid() || got.Log.IsValid() || got.Console.IsValid() {
+		t.Errorf("addresses not on the command line came back: %+v", got)
+	}
 	// What pxelinux's IPAPPEND 2 writes parses too; defaults fill the rest.
 	got, err = ParseCmdline("bootd.nfs=10.1.2.3:20490:/img/1 BOOTIF=01-aa-bb-cc-dd-ee-ff")
 	if err != nil || got.BootIF.String() != "aa:bb:cc:dd:ee:ff" || got.Union != "overlay" || got.TmpfsSize != "50%" || got.Init != "/sbin/init" {
@@ -35,6 +38,55 @@ func TestCmdlineRoundTrip(t *testing.T) {
 	for _, bad := range []string{"quiet", "bootd.nfs=10.0.0.1:/img/1", "bootd.nfs=host:2049:/x", "bootd.nfs=1.2.3.4:1:/x BOOTIF=zz", "bootd.nfs=1.2.3.4:1:/x bootd.union=btrfs", "bootd.nfs=1.2.3.4:1:/x bootd.timeout=-3"} {
 		if _, err := ParseCmdline(bad); err == nil {
 			t.Errorf("ParseCmdline(%q) accepted", bad)
+		}
+	}
+}
+
+// The three optional addresses: written only when a node can send to
+// them, read back, an IPv6 address bracketed; malformed values refused.
+func TestCmdlineAddresses(t *testing.T) {
+	p := Params{NFS: netip.MustParseAddrPort("[fd00::1]:2049"), Export: "/img/1",
+		Report: netip.MustParseAddrPort("[fd00::1]:8080"), Log: netip.MustParseAddrPort("10.0.0.1:514"),
+		Console: netip.MustParseAddrPort("10.0.0.1:6666")}
+	line := strings.Join(p.Args(), " ")
+	for _, want := range []string{"bootd.report=[fd00::1]:8080", "bootd.log=10.0.0.1:514", "bootd.console=10.0.0.1:6666"} {
+		if !strings.Contains(" "+line+" ", " "+want+" ") {
+			t.Errorf("Args %q lack %s", line, want)
+		}
+	}
+	got, err := ParseCmdline(line)
+	if err != nil || got.Report != p.Report || got.Log != p.Log || got.Console != p.Console {
+		t.Errorf("round trip of %q: %+v %v", line, got, err)
+	}
+	// Nothing a node cannot send to goes on the command line.
+	for _, ap := range []netip.AddrPort{{}, netip.MustParseAddrPort("10.0.0.1:0"), netip.MustParseAddrPort("0.0.0.0:8080"),
+		netip.MustParseAddrPort("[::]:8080"), netip.MustParseAddrPort("[fe80::1%br0]:8080")} {
+		if a := strings.Join((Params{Report: ap, Log: ap, Console: ap}).Args(), " "); a != "" {
+			t.Errorf("%v written as %q", ap, a)
+		}
+	}
+	const nfs = "bootd.nfs=10.0.0.1:2049:/img/1 "
+	for _, bad := range []string{"bootd.report=", "bootd.report=10.0.0.1", "bootd.log=10.0.0.1:", "bootd.console=host:6666",
+		"bootd.report=fd00::1:8080", "bootd.log=10.0.0.1:65536", "bootd.console=10.0.0.1:0", "bootd.report=0.0.0.0:8080",
+		"bootd.report=[fe80::1%eth0]:8080", "bootd.console=[10.0.0.1]:6666", "bootd.log=10.0.0.1:514:x"} {
+		_, err := ParseCmdline(nfs + bad)
+		if err == nil {
+			t.Errorf("%q accepted", bad)
+		} else if k, _, _ := strings.Cut(bad, "="); !strings.Contains(err.Error(), k+"=") {
+			t.Errorf("%q: error %q does not name %s", bad, err, k)
+		}
+	}
+}
+
+func TestParamsImage(t *testing.T) {
+	for export, want := range map[string]string{
+		"/bookworm/3": "bookworm 3 true", "/a.b-c_d/120": "a.b-c_d 120 true",
+		"/bookworm": " 0 false", "bookworm/3": " 0 false", "/bookworm/0": " 0 false", "/bookworm/03": " 0 false",
+		"/bookworm/3/x": " 0 false", "/Book/3": " 0 false", "/../3": " 0 false", "/bookworm/+3": " 0 false", "": " 0 false",
+	} {
+		image, gen, ok := Params{Export: export}.Image()
+		if got := fmt.Sprint(image, " ", gen, " ", ok); got != want {
+			t.Errorf("Image of %q: %s, want %s", export, got, want)
 		}
 	}
 }
@@ -55,6 +107,13 @@ func TestPlanPinsCurrentGeneration(t *testing.T) {
 	}
 	if s.Generation != 1 || s.Kernel != "images/img/1/vmlinuz" {
 		t.Errorf("plan %+v", s)
+	}
+	if s.Params.Report.IsValid() || strings.Contains(s.Cmdline(), "bootd.report") {
+		t.Errorf("a planner without a report address: %q", s.Cmdline())
+	}
+	p.Report, p.Log, p.Console = netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.1:514"), netip.MustParseAddrPort("10.0.0.1:6666")
+	if s, _ := p.Plan(mac); !strings.Contains(s.Cmdline(), "bootd.report=10.0.0.1:8080 bootd.log=10.0.0.1:514 bootd.console=10.0.0.1:6666") {
+		t.Errorf("plan with report, log and console addresses: %q", s.Cmdline())
 	}
 	cfg := s.PXELinuxConfig()
 	for _, want := range []string{"SERIAL 1 57600", "APPEND console=tty0 console=ttyS1,57600n8 bootd.nfs=10.0.0.1:2049:/img/1 bootd.hostname=n1 BOOTIF=01-52-54-00-00-00-01 quiet x=1"} {
@@ -95,6 +154,8 @@ func FuzzParseCmdline(f *testing.F) {
 	f.Add("console=ttyS0 bootd.nfs=10.0.0.1:2049:/bookworm/3 bootd.hostname=n1 BOOTIF=01-52-54-00-12-34-56 bootd.timeout=60 bootd.debug")
 	f.Add("bootd.nfs=[fe80::1]:2049:/a/1 bootd.union=aufs bootd.tmpfs=1G bootd.init=/lib/systemd/systemd")
 	f.Add("bootd.nfs=:/ BOOTIF=zz bootd.timeout=-1")
+	f.Add("bootd.nfs=10.0.0.1:2049:/a/1 bootd.report=10.0.0.1:8080 bootd.log=[fd00::1]:514 bootd.console=10.0.0.1:6666")
+	f.Add("bootd.nfs=10.0.0.1:2049:/a/1 bootd.report=[fe80::1%eth0]:8080 bootd.console=[::ffff:10.0.0.1]:6666")
 	f.Fuzz(func(t *testing.T, cmdline string) {
 		p, err := ParseCmdline(cmdline)
 		if err != nil {

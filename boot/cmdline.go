@@ -1,12 +1,15 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bootd/bootd/store"
 )
 
 // Params is the contract between the boot plan and bootd's init in the
@@ -21,6 +24,13 @@ import (
 //	bootd.timeout=300                     seconds of failing before init reboots
 //	bootd.init=/sbin/init                 what to exec in the image
 //	bootd.debug                           verbose init
+//	bootd.report=10.0.0.1:8080            bootd's HTTP server: the init and the booted system POST stage reports to ReportPath
+//	bootd.log=10.0.0.1:514                bootd's syslog receiver (TCP): rsyslog forwards there (ForwardConf)
+//	bootd.console=10.0.0.1:6666           bootd's netconsole receiver (UDP): the kernel's messages go there
+//
+// An IPv6 address is bracketed, as in bootd.nfs=[fd00::1]:2049:/bookworm/3.
+// The last three are optional: absent, the node does not report, forward
+// its logs or send its console.
 type Params struct {
 	NFS       netip.AddrPort
 	Export    string
@@ -31,7 +41,27 @@ type Params struct {
 	Timeout   time.Duration
 	Init      string
 	Debug     bool
+	Report    netip.AddrPort
+	Log       netip.AddrPort
+	Console   netip.AddrPort
 }
+
+// What the init writes under /run/bootd (which it hands over to the booted
+// system) for the image's own configuration to pick up; image preparation
+// points rsyslog and bootd-report.service at these paths.
+const (
+	// ForwardConf is rsyslog's forwarding rule, "*.* @@ADDR:PORT" from
+	// bootd.log, or a comment alone when bootd receives no logs.
+	ForwardConf = "/run/bootd/rsyslog-forward.conf"
+	// ReportEnv exists only when the node reports (bootd.report). It is
+	// shell-sourceable and a systemd EnvironmentFile: BOOTD_REPORT
+	// (ADDR:PORT, an IPv6 address bracketed), BOOTD_REPORT_HOST (the
+	// address unbracketed, for bash's /dev/tcp), BOOTD_REPORT_PORT,
+	// BOOTD_MAC, BOOTD_IMAGE, BOOTD_GENERATION and BOOTD_HOSTNAME.
+	ReportEnv = "/run/bootd/report.env"
+	// ReportPath is where on bootd.report a node POSTs its stage reports.
+	ReportPath = "/api/v1/report"
+)
 
 // Args returns the parameters as kernel command-line words, in a fixed
 // order so that the same plan always gives the same command line.
@@ -62,7 +92,48 @@ func (p Params) Args() []string {
 	if p.Debug {
 		a = append(a, "bootd.debug")
 	}
+	for _, w := range []struct {
+		key string
+		ap  netip.AddrPort
+	}{{"bootd.report", p.Report}, {"bootd.log", p.Log}, {"bootd.console", p.Console}} {
+		if usable(w.ap) {
+			a = append(a, w.key+"="+w.ap.String())
+		}
+	}
 	return a
+}
+
+// usable says whether a node can send to the address: a port, a real
+// address, and no zone (a zone names an interface of the machine that
+// wrote it, never the node's).
+func usable(ap netip.AddrPort) bool {
+	return ap.IsValid() && ap.Port() != 0 && !ap.Addr().IsUnspecified() && ap.Addr().Zone() == ""
+}
+
+// parseAddrPort reads the value of an optional address word.
+func parseAddrPort(key, v string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(v)
+	if err == nil && !usable(ap) {
+		err = errors.New("not an address a node can send to")
+	}
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%s=%q: want ADDR:PORT, an IPv6 address bracketed ([fd00::1]:8080): %v", key, v, err)
+	}
+	return ap, nil
+}
+
+// Image returns the image and generation the export names (Plan writes
+// /IMAGE/GEN); ok is false for an export of another shape.
+func (p Params) Image() (image string, gen int, ok bool) {
+	image, g, found := strings.Cut(strings.TrimPrefix(p.Export, "/"), "/")
+	if !found || !strings.HasPrefix(p.Export, "/") || store.ValidName(image) != nil {
+		return "", 0, false
+	}
+	gen, err := strconv.Atoi(g)
+	if err != nil || gen < 1 || strconv.Itoa(gen) != g {
+		return "", 0, false
+	}
+	return image, gen, true
 }
 
 // ParseCmdline reads the parameters from a kernel command line
@@ -121,6 +192,19 @@ func ParseCmdline(cmdline string) (Params, error) {
 			p.Init = v
 		case "bootd.debug":
 			p.Debug = true
+		case "bootd.report", "bootd.log", "bootd.console":
+			ap, err := parseAddrPort(k, v)
+			if err != nil {
+				return p, err
+			}
+			switch k {
+			case "bootd.report":
+				p.Report = ap
+			case "bootd.log":
+				p.Log = ap
+			default:
+				p.Console = ap
+			}
 		}
 	}
 	if !p.NFS.IsValid() {

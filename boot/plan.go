@@ -83,6 +83,11 @@ type Planner struct {
 	BootUnknown bool
 	Store       *store.Store
 	NFS         netip.AddrPort // where nodes reach bootd's NFS export
+	// Where nodes reach bootd's HTTP server (stage reports), syslog
+	// receiver and netconsole receiver; each left unset when bootd does
+	// not listen, and written on the command line only when a node can
+	// send to it (Params.Args).
+	Report, Log, Console netip.AddrPort
 }
 
 // Spec is what one machine boots.
@@ -141,6 +146,9 @@ func (p *Planner) Plan(mac net.HardwareAddr) (Spec, error) {
 			Export:   fmt.Sprintf("/%s/%d", image, gen),
 			Hostname: n.Hostname,
 			BootIF:   mac,
+			Report:   p.Report,
+			Log:      p.Log,
+			Console:  p.Console,
 		},
 	}
 	return s, nil

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/imageroot"
 )
 
@@ -23,9 +24,10 @@ type Settings struct {
 	RootPasswordHash string `yaml:"root_password_hash"`
 	// AuthorizedKeys go into /root/.ssh/authorized_keys.
 	AuthorizedKeys []string `yaml:"authorized_keys"`
-	// Syslog says where nodes send their logs: "" is the master (the NFS
-	// server a node booted from), "none" disables forwarding, anything
-	// else is HOST or HOST:PORT.
+	// Syslog says where nodes send their logs: "" is bootd's syslog
+	// receiver when it listens (the node learns it from bootd.log at
+	// boot), "none" disables forwarding, anything else is HOST or
+	// HOST:PORT.
 	Syslog string `yaml:"syslog"`
 	// Mounts are site filesystems: /home from the site's NFS server,
 	// local scratch disks. Heavy writes belong there, not in RAM.
@@ -75,9 +77,10 @@ var Steps = []Step{
 	{"boot-nic", "The booted system must never reconfigure or down the boot NIC (the root filesystem is on it): ifupdown gets no entry for it, and systemd-networkd and NetworkManager are told at boot, by files bootd-init writes under /run, to leave it unmanaged.", stepBootNIC},
 	{"consoles", "A getty on the serial console (ttyS0) and on the VGA console (tty1).", stepConsoles},
 	{"root-access", "root's password hash and authorized_keys from the config.", stepRootAccess},
-	{"logs", "The journal stays in RAM (volatile, capped) and rsyslog forwards everything to the master (or image.syslog) over TCP, as the seed's nodes did.", stepLogs},
+	{"logs", "The journal stays in RAM (volatile, capped) and rsyslog forwards everything over TCP to bootd's syslog receiver (the rule bootd-init writes at boot from bootd.log, empty when bootd receives no logs) or to image.syslog.", stepLogs},
 	{"fstab", "No root entry (bootd-init mounts it); site mounts from the config, because heavy writes must not fill the RAM layer.", stepFstab},
 	{"services", "Services that make no sense on a shared read-only root are disabled: apt timers, fstrim, e2scrub, man-db. The image carries no SSH host keys (shared ones would let any node's root impersonate every node, and the export is readable by whoever speaks NFS as root): " + hostKeyUnit + " makes ed25519 and ecdsa keys at boot, in the node's RAM layer, before sshd starts, and sshd is told to offer those two (RSA takes seconds to make under emulation). A site wanting stable keys puts them in the image with a hook (they are kept; but then every node of the image shares them, on the export).", stepServices},
+	{"report", "So that the master sees every node come up and go down, " + reportUnit + " tells bootd's HTTP server (bootd.report) the node reached multi-user, and, when stopped at shutdown, that it is going down: one POST each, with bash's /dev/tcp (images need no curl), given at most 5 seconds so that a dead master never delays a boot or a shutdown, and never failing the unit. It runs only when bootd-init wrote " + boot.ReportEnv + ".", stepReport},
 	{"nis", "Optional NIS client: domain and server from the config.", stepNIS},
 }
 
@@ -374,10 +377,6 @@ func stepRootAccess(root string, s Settings) error {
 	return write(root, "etc/shadow", strings.Join(lines, "\n"), 0o640)
 }
 
-// ForwardConf is where bootd-init writes the rsyslog forwarding rule at
-// boot, naming the master it booted from.
-const ForwardConf = "/run/bootd/rsyslog-forward.conf"
-
 func stepLogs(root string, s Settings) error {
 	if err := write(root, "etc/systemd/journald.conf.d/bootd.conf",
 		"# Written by bootd: logs live in RAM on a diskless node and go to the master.\n[Journal]\nStorage=volatile\nRuntimeMaxUse=64M\nForwardToSyslog=yes\n", 0o644); err != nil {
@@ -386,7 +385,7 @@ func stepLogs(root string, s Settings) error {
 	var rule string
 	switch s.Syslog {
 	case "":
-		rule = "# Written by bootd: forward everything to the master this node booted from\n# (bootd-init writes the rule at boot).\n$IncludeConfig " + ForwardConf + "\n"
+		rule = "# Written by bootd: forward everything to bootd's syslog receiver, if it\n# listens (bootd-init writes the rule at boot).\n$IncludeConfig " + boot.ForwardConf + "\n"
 	case "none":
 		return nil
 	default:
@@ -514,6 +513,59 @@ func hostKeys(root string) error {
 		}
 	}
 	return write(root, "etc/ssh/sshd_config.d/bootd-hostkeys.conf", conf.String(), 0o644)
+}
+
+// reportUnit reports a node's up and down stages to bootd.
+const reportUnit = "bootd-report.service"
+
+// reportScript is what bash runs to send one report: $1 is the stage, $2
+// the detail, the rest comes from boot.ReportEnv. The body is the init's
+// root report's, and every value in it was checked by the init when it
+// wrote the file (nothing needs JSON escaping). The answer's status line
+// is read so that the journal says when bootd refused a report.
+const reportScript = `read -r up _ </proc/uptime; ` +
+	`printf -v body '{"mac":"%s","stage":"%s","image":"%s","generation":%d,"hostname":"%s","detail":"%s at uptime %ss"}' ` +
+	`"$BOOTD_MAC" "$1" "$BOOTD_IMAGE" "$BOOTD_GENERATION" "$BOOTD_HOSTNAME" "$2" "$up" || exit; ` +
+	`exec 3<>"/dev/tcp/$BOOTD_REPORT_HOST/$BOOTD_REPORT_PORT" || exit; ` +
+	`printf 'POST ` + boot.ReportPath + ` HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' ` +
+	`"$BOOTD_REPORT" "${#body}" "$body" >&3 || exit; ` +
+	`read -r status <&3; status=${status%$'\r'}; ` +
+	`case $status in "HTTP/1."?" 2"*) ;; *) echo "bootd-report: $1: bootd answered ${status:-nothing}" >&2; exit 1 ;; esac`
+
+// execQuote quotes a string as one word of a unit's Exec line: systemd
+// undoes C escapes inside quotes and expands $ and % itself.
+func execQuote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", "$$", "%", "%%")
+	return `"` + r.Replace(s) + `"`
+}
+
+// reportExec is an Exec line sending one report. timeout(1) bounds it
+// (a master that accepts and never answers included); "-" keeps a failed
+// report from failing the unit, and so the system.
+func reportExec(stage, detail string) string {
+	return "-/usr/bin/timeout 5 /bin/bash -c " + execQuote(reportScript) + " bootd-report " + stage + " " + execQuote(detail)
+}
+
+func stepReport(root string, _ Settings) error {
+	unit := "# Written by bootd: reports this node's stages to the bootd master it booted\n" +
+		"# from. No agent: one report at multi-user, one at shutdown.\n" +
+		"[Unit]\nDescription=Tell the bootd master this node is up, and when it shuts down\n" +
+		"ConditionPathExists=" + boot.ReportEnv + "\n" +
+		// Wanted by multi-user.target yet ordered after it, as
+		// systemd-update-utmp-runlevel.service is: up means multi-user
+		// was reached. At shutdown it stops before what multi-user
+		// pulled in, while the node is whole. The boot NIC is up since
+		// the initrd: no network-online.target.
+		"After=multi-user.target\n\n" +
+		"[Service]\nType=oneshot\nRemainAfterExit=yes\n" +
+		"EnvironmentFile=" + boot.ReportEnv + "\n" +
+		"ExecStart=" + reportExec("up", "multi-user reached") + "\n" +
+		"ExecStop=" + reportExec("down", "shutting down") + "\n\n" +
+		"[Install]\nWantedBy=multi-user.target\n"
+	if err := write(root, path.Join("etc/systemd/system", reportUnit), unit, 0o644); err != nil {
+		return err
+	}
+	return enable(root, "multi-user.target.wants", reportUnit, path.Join("/etc/systemd/system", reportUnit))
 }
 
 func stepNIS(root string, s Settings) error {

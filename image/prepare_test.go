@@ -1,8 +1,15 @@
 package image
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/store"
 )
 
@@ -298,5 +306,207 @@ func TestPrepareRefusesSpecialFiles(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("writing /etc/hosts hung on a FIFO")
+	}
+}
+
+// execLine splits a unit's Exec line as systemd does for what the report
+// unit uses: the "-" prefix, words in double quotes with C escapes, %%,
+// and $$ and ${VAR} from env. Anything else fails, so that the unit can
+// only pass with what this reproduces faithfully.
+func execLine(t *testing.T, line string, env map[string]string) []string {
+	t.Helper()
+	line = strings.TrimPrefix(line, "-")
+	var words []string
+	var w strings.Builder
+	inWord, quoted := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\\':
+			i++
+			if i == len(line) {
+				t.Fatalf("trailing backslash in %q", line)
+			}
+			e, ok := map[byte]byte{'\\': '\\', '"': '"', '\'': '\'', 'n': '\n', 'r': '\r', 't': '\t'}[line[i]]
+			if !ok {
+				t.Fatalf("escape \\%c: not one systemd reads as this test does", line[i])
+			}
+			w.WriteByte(e)
+			inWord = true
+		case c == '"':
+			quoted, inWord = !quoted, true
+		case c == '\'' && !quoted:
+			t.Fatalf("single quote outside double quotes at %d of %q", i, line)
+		case c == '%':
+			if i+1 == len(line) || line[i+1] != '%' {
+				t.Fatalf("specifier at %d of %q", i, line)
+			}
+			i++
+			w.WriteByte('%')
+			inWord = true
+		case (c == ' ' || c == '\t') && !quoted:
+			if inWord {
+				words = append(words, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteByte(c)
+			inWord = true
+		}
+	}
+	if quoted {
+		t.Fatalf("unterminated quote in %q", line)
+	}
+	if inWord {
+		words = append(words, w.String())
+	}
+	// Environment substitution, on each word at exec time.
+	for i, word := range words {
+		var out strings.Builder
+		for j := 0; j < len(word); j++ {
+			if word[j] != '$' {
+				out.WriteByte(word[j])
+				continue
+			}
+			switch {
+			case strings.HasPrefix(word[j:], "$$"):
+				out.WriteByte('$')
+				j++
+			case strings.HasPrefix(word[j:], "${"):
+				end := strings.IndexByte(word[j:], '}')
+				if end < 0 {
+					t.Fatalf("unterminated ${ in %q", word)
+				}
+				out.WriteString(env[word[j+2:j+end]])
+				j += end
+			default:
+				t.Fatalf("bare $ in word %q: systemd would split it", word)
+			}
+		}
+		words[i] = out.String()
+	}
+	return words
+}
+
+// unitKey returns the value of the one line KEY= of a unit.
+func unitKey(t *testing.T, unit, key string) string {
+	t.Helper()
+	var vals []string
+	for _, l := range strings.Split(unit, "\n") {
+		if v, ok := strings.CutPrefix(l, key+"="); ok {
+			vals = append(vals, v)
+		}
+	}
+	if len(vals) != 1 {
+		t.Fatalf("%s= appears %d times in the unit:\n%s", key, len(vals), unit)
+	}
+	return vals[0]
+}
+
+// TestPrepareReportUnit runs the report unit's ExecStart and ExecStop as
+// systemd would, with bash, against an HTTP server standing for bootd:
+// each sends one well-formed report, the init's report.env supplying who
+// the node is.
+func TestPrepareReportUnit(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	root := fakeRoot(t)
+	if _, err := Prepare(root, Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	unit := read(t, root, "etc/systemd/system/"+reportUnit)
+	for _, want := range []string{"[Unit]\n", "ConditionPathExists=" + boot.ReportEnv + "\n", "After=multi-user.target\n",
+		"Type=oneshot\n", "RemainAfterExit=yes\n", "EnvironmentFile=" + boot.ReportEnv + "\n", "WantedBy=multi-user.target\n"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("%s lacks %q:\n%s", reportUnit, want, unit)
+		}
+	}
+	if strings.Contains(unit, "network-online") {
+		t.Errorf("%s waits for the network, which is up since the initrd:\n%s", reportUnit, unit)
+	}
+	if l, err := os.Readlink(filepath.Join(root, "etc/systemd/system/multi-user.target.wants", reportUnit)); err != nil || l != "/etc/systemd/system/"+reportUnit {
+		t.Errorf("%s not enabled for multi-user.target: %q %v", reportUnit, l, err)
+	}
+
+	type got struct {
+		method, path, ctype, proto string
+		length                     int64
+		body                       map[string]any
+		raw                        string
+	}
+	reports := make(chan got, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		g := got{method: r.Method, path: r.URL.Path, ctype: r.Header.Get("Content-Type"), proto: r.Proto, length: r.ContentLength, raw: string(b)}
+		json.Unmarshal(b, &g.body)
+		reports <- g
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	// As bootd-init writes it.
+	envFile := fmt.Sprintf("# comment\nBOOTD_REPORT='%s'\nBOOTD_REPORT_HOST='%s'\nBOOTD_REPORT_PORT='%d'\nBOOTD_MAC='52:54:00:12:34:56'\nBOOTD_IMAGE='bookworm'\nBOOTD_GENERATION='3'\nBOOTD_HOSTNAME='node01'\n",
+		ap, ap.Addr(), ap.Port())
+	env := map[string]string{}
+	for _, l := range strings.Split(envFile, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") {
+			env[k] = strings.Trim(v, "'")
+		}
+	}
+	for _, c := range []struct{ key, stage, detail string }{{"ExecStart", "up", "multi-user reached"}, {"ExecStop", "down", "shutting down"}} {
+		argv := execLine(t, unitKey(t, unit, c.key), env)
+		if argv[0] != "/usr/bin/timeout" || argv[1] != "5" || argv[2] != "/bin/bash" {
+			t.Fatalf("%s runs %q, want timeout 5 bash", c.key, argv)
+		}
+		cmd := exec.Command(bash, argv[3:]...)
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v %s", c.key, err, out)
+		}
+		var g got
+		select {
+		case g = <-reports:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s sent no report (%s)", c.key, out)
+		}
+		if g.method != "POST" || g.path != boot.ReportPath || g.ctype != "application/json" || g.proto != "HTTP/1.0" || g.length != int64(len(g.raw)) {
+			t.Errorf("%s: %s %s %s, Content-Type %q, Content-Length %d for %d bytes", c.key, g.method, g.path, g.proto, g.ctype, g.length, len(g.raw))
+		}
+		want := map[string]any{"mac": "52:54:00:12:34:56", "stage": c.stage, "image": "bookworm", "generation": 3.0, "hostname": "node01"}
+		for k, v := range want {
+			if g.body[k] != v {
+				t.Errorf("%s: %s is %v, want %v in %s", c.key, k, g.body[k], v, g.raw)
+			}
+		}
+		if d, _ := g.body["detail"].(string); !strings.HasPrefix(d, c.detail+" at uptime ") || len(g.body) != 6 {
+			t.Errorf("%s: body %s", c.key, g.raw)
+		}
+	}
+
+	// A refusal is said (for the journal), and the line still exits at
+	// once; "-" keeps the unit from failing.
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "bad report field: mac", http.StatusBadRequest)
+	}))
+	defer refuse.Close()
+	rap := netip.MustParseAddrPort(refuse.Listener.Addr().String())
+	env["BOOTD_REPORT"], env["BOOTD_REPORT_PORT"] = rap.String(), fmt.Sprint(rap.Port())
+	argv := execLine(t, unitKey(t, unit, "ExecStart"), env)
+	cmd := exec.Command(bash, argv[3:]...)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "bootd answered HTTP/1.0 400 Bad Request\n") {
+		t.Errorf("a refused report: %v %q", err, out)
+	}
+	if !strings.HasPrefix(unitKey(t, unit, "ExecStart"), "-") || !strings.HasPrefix(unitKey(t, unit, "ExecStop"), "-") {
+		t.Error("a failed report would fail the unit")
 	}
 }

@@ -3,8 +3,8 @@
 //
 // The image needs no initramfs-tools, dracut, busybox or NFS utilities:
 // the initrd is bootd's own static binary as /init, the kernel modules
-// that binary loads (NIC drivers, NFSv3, overlayfs) taken from the image's
-// /lib/modules, and an index of exactly those modules. The init comes from
+// that binary loads (NIC drivers, NFSv3, overlayfs, netconsole) taken from
+// the image's /lib/modules, and an index of exactly those modules. The init comes from
 // the bootd binary the admin installed, so the master needs no Go
 // toolchain. The same inputs give the same bytes: records are sorted and
 // stripped of times and owners, and compression is single-threaded.
@@ -47,6 +47,12 @@ var NICModules = []string{
 	"r8169", "8139cp", "8139too",
 	"virtio_pci", "virtio_net", "vmxnet3", "ena", "hv_netvsc",
 }
+
+// OptionalModules are carried, with their dependencies, when the image's
+// kernel has them, and the init loads them itself when it needs them:
+// netconsole sends the kernel's messages to bootd (bootd.console). A
+// kernel without one boots all the same.
+var OptionalModules = []string{"netconsole"}
 
 // Manifest is /etc/bootd-initrd.json inside the initrd: what the init
 // loads and how the initrd was made.
@@ -215,7 +221,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 		return res, err
 	}
 	load := append(append([]string(nil), BaseModules...), opt.ExtraModules...)
-	paths, missing := mods.Closure(append(append([]string(nil), load...), NICModules...))
+	paths, missing := mods.Closure(append(append(append([]string(nil), load...), NICModules...), OptionalModules...))
 	for _, p := range paths {
 		if !below(p) {
 			return res, fmt.Errorf("the image's /%s/modules.dep names module %q: not a path under /%s", modDir, p, modDir)
@@ -223,7 +229,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 	}
 	builtin := readBuiltin(img, modDir)
 	for _, m := range missing {
-		if !builtin[m] && !contains(NICModules, m) {
+		if !builtin[m] && !contains(NICModules, m) && !contains(OptionalModules, m) {
 			res.Missing = append(res.Missing, m)
 		}
 	}

@@ -3,11 +3,16 @@ package initrd
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // fakeImage is an image root with a kernel and a handful of fake modules.
@@ -128,4 +133,65 @@ func TestBuildErrors(t *testing.T) {
 	if _, err := Build(new(bytes.Buffer), Options{Root: root, Init: init}); err == nil || !strings.Contains(err.Error(), "depmod") {
 		t.Errorf("no modules.dep: %v", err)
 	}
+}
+
+// TestBuildCarriesNetconsole: a kernel with netconsole gets it carried,
+// with what modules.dep says it needs, and indexed for the init to load;
+// one without (fakeImage's) builds all the same.
+func TestBuildCarriesNetconsole(t *testing.T) {
+	init := staticInit(t)
+	root := fakeImage(t)
+	res, err := Build(new(bytes.Buffer), Options{Root: root, Init: init, Compression: "gzip"})
+	if err != nil || len(res.Missing) != 0 {
+		t.Fatalf("a kernel without netconsole: %v, missing %v", err, res.Missing)
+	}
+	md := filepath.Join(root, "lib/modules/6.1.0-99-amd64")
+	for p, content := range map[string]string{"kernel/drivers/net/netconsole.ko": "netconsole", "kernel/fs/configfs/configfs.ko": "configfs"} {
+		os.MkdirAll(filepath.Join(md, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(md, p), []byte("\x7fELF fake module "+content), 0o644)
+	}
+	f, _ := os.OpenFile(filepath.Join(md, "modules.dep"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("kernel/drivers/net/netconsole.ko: kernel/fs/configfs/configfs.ko\nkernel/fs/configfs/configfs.ko:\n")
+	f.Close()
+	var out bytes.Buffer
+	res, err = Build(&out, Options{Root: root, Init: init, Compression: "gzip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	zr, err := gzip.NewReader(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(bytesReaderAt(t, zr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.ReaderAt != nil {
+			b, _ := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+			files[r.Name] = string(b)
+		}
+	}
+	lib := "lib/modules/6.1.0-99-amd64/"
+	for _, p := range []string{"kernel/drivers/net/netconsole.ko", "kernel/fs/configfs/configfs.ko"} {
+		if !strings.Contains(files[lib+p], "fake module") || !slices.Contains(res.Modules, p) {
+			t.Errorf("%s not carried (modules %v)", p, res.Modules)
+		}
+	}
+	if !strings.Contains(files[lib+"modules.dep"], "kernel/drivers/net/netconsole.ko: kernel/fs/configfs/configfs.ko\n") {
+		t.Errorf("the initrd's modules.dep:\n%s", files[lib+"modules.dep"])
+	}
+	var man Manifest
+	if err := json.Unmarshal([]byte(files[ManifestPath]), &man); err != nil || slices.Contains(man.Load, "netconsole") {
+		t.Errorf("netconsole is loaded on every boot, not when asked for: %+v %v", man, err)
+	}
+}
+
+func bytesReaderAt(t *testing.T, r io.Reader) io.ReaderAt {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.NewReader(b)
 }

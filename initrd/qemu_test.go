@@ -1,20 +1,25 @@
 package initrd_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/initrd"
 	"github.com/bootd/bootd/lab"
-	"net"
-	"net/netip"
 )
 
 const nodeInit = `#!/bin/busybox sh
@@ -31,6 +36,11 @@ if touch /run/bootd/ro/x 2>/dev/null; then echo LOWER-WRITABLE; else echo LOWER-
 echo LEASE-BEGIN
 cat /run/bootd/lease.json
 echo LEASE-END
+echo REPORT-ENV-BEGIN
+cat /run/bootd/report.env
+echo REPORT-ENV-END
+echo "FORWARD: $(grep -v '^#' /run/bootd/rsyslog-forward.conf)"
+echo "NETCONSOLE-MARKER-$(hostname)" > /dev/kmsg
 echo NODE-MARKER-DONE
 sync
 poweroff -f
@@ -77,7 +87,7 @@ func makeTestImage(t *testing.T, state string) (root, kver string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	paths, _ := mods.Closure(append(append([]string{}, initrd.BaseModules...), initrd.NICModules...))
+	paths, _ := mods.Closure(append(append(append([]string{}, initrd.BaseModules...), initrd.NICModules...), initrd.OptionalModules...))
 	for _, p := range append(paths, "modules.dep", "modules.alias", "modules.softdep", "modules.builtin") {
 		dst := filepath.Join(root, "lib/modules", kver, p)
 		os.MkdirAll(filepath.Dir(dst), 0o755)
@@ -138,13 +148,16 @@ nfs: {listen: "%s:2049", allow: ["10.213.0.0/24"], secure_ports: true}
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
+	reports, consoles := listenInMaster(t, l.NS("master"), lab.MasterIP+":18080", lab.MasterIP+":16666")
 
 	var wg sync.WaitGroup
 	for i, nic := range []string{"e1000", "virtio-net-pci"} {
 		mac := fmt.Sprintf("52:54:00:bd:01:%02x", i+1)
 		hw, _ := net.ParseMAC(mac)
 		name := "node-" + strings.TrimSuffix(nic, "-net-pci")
-		params := boot.Params{NFS: netip.MustParseAddrPort(lab.MasterIP + ":2049"), Export: "/test/1", Hostname: name, BootIF: hw, Timeout: 120 * time.Second}
+		params := boot.Params{NFS: netip.MustParseAddrPort(lab.MasterIP + ":2049"), Export: "/test/1", Hostname: name, BootIF: hw, Timeout: 120 * time.Second,
+			Report: netip.MustParseAddrPort(lab.MasterIP + ":18080"), Log: netip.MustParseAddrPort(lab.MasterIP + ":1514"),
+			Console: netip.MustParseAddrPort(lab.MasterIP + ":16666")}
 		n, err := l.StartNode(lab.NodeSpec{Name: name, MAC: mac, NIC: nic,
 			Kernel: filepath.Join(bootDir, "vmlinuz"), Initrd: filepath.Join(bootDir, "initrd.img"),
 			Append: "console=ttyS0,115200n8 panic=-1 " + strings.Join(params.Args(), " ")})
@@ -176,10 +189,35 @@ nfs: {listen: "%s:2049", allow: ["10.213.0.0/24"], secure_ports: true}
 				}
 			}
 			for _, want := range []string{"HOSTNAME=" + name, "ETC-HOSTNAME=" + name, "WRITE-OK node-write", "LOWER-READONLY",
-				`"mac": "` + mac + `"`, `"export": "/test/1"`, `"address": "10.213.0.1`} {
+				`"mac": "` + mac + `"`, `"export": "/test/1"`, `"address": "10.213.0.1`,
+				"FORWARD: *.* @@" + lab.MasterIP + ":1514", "reported the root stage to bootd at " + lab.MasterIP + ":18080",
+				"kernel console sent to " + lab.MasterIP + ":16666"} {
 				if !strings.Contains(con, want) {
 					t.Errorf("%s: console lacks %q", name, want)
 				}
+			}
+			env := between(con, "REPORT-ENV-BEGIN", "REPORT-ENV-END")
+			for _, want := range []string{"BOOTD_REPORT='" + lab.MasterIP + ":18080'", "BOOTD_REPORT_HOST='" + lab.MasterIP + "'", "BOOTD_REPORT_PORT='18080'",
+				"BOOTD_MAC='" + mac + "'", "BOOTD_IMAGE='test'", "BOOTD_GENERATION='1'", "BOOTD_HOSTNAME='" + name + "'"} {
+				if !strings.Contains(env, want) {
+					t.Errorf("%s: report.env lacks %s:\n%s", name, want, env)
+				}
+			}
+			// The master is on the link: netconsole got its MAC.
+			if strings.Contains(con, "is broadcast") {
+				t.Errorf("%s: netconsole broadcasts", name)
+			}
+			r, ok := reports.wait(mac, 5*time.Second)
+			if !ok {
+				t.Errorf("%s: no root report", name)
+			} else if r.Stage != "root" || r.Image != "test" || r.Generation != 1 || r.Hostname != name || !strings.HasPrefix(r.Detail, "root mounted in ") {
+				t.Errorf("%s: report %+v", name, r)
+			}
+			// What the kernel printed before the NIC was up (the command
+			// line names the node), and after switch_root by netconsole.
+			if text := consoles.wait(name, "NETCONSOLE-MARKER-"+name, 5*time.Second); !strings.Contains(text, "Linux version") ||
+				!strings.Contains(text, "] NETCONSOLE-MARKER-"+name+"\n") {
+				t.Errorf("%s: kernel console received:\n%s", name, tailStr(text, 3000))
 			}
 		}()
 	}
@@ -211,4 +249,118 @@ func tailStr(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// nodeReport is what the test's report server kept of a POST.
+type nodeReport struct {
+	MAC, Stage, Image, Hostname, Detail string
+	Generation                          int
+}
+
+type reportBox struct {
+	mu    sync.Mutex
+	byMAC map[string]nodeReport
+}
+
+func (b *reportBox) wait(mac string, d time.Duration) (nodeReport, bool) {
+	for end := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		b.mu.Lock()
+		r, ok := b.byMAC[mac]
+		b.mu.Unlock()
+		if ok || time.Now().After(end) {
+			return r, ok
+		}
+	}
+}
+
+// consoleBox keeps the datagrams received, by source address.
+type consoleBox struct {
+	mu    sync.Mutex
+	bySrc map[string]*strings.Builder
+}
+
+// wait returns the console of the source whose text names the node
+// (bootd.hostname= on the kernel command line), once it holds want.
+func (b *consoleBox) wait(name, want string, d time.Duration) string {
+	for end := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		b.mu.Lock()
+		text := ""
+		for _, s := range b.bySrc {
+			if strings.Contains(s.String(), "bootd.hostname="+name+" ") {
+				text = s.String()
+			}
+		}
+		b.mu.Unlock()
+		if strings.Contains(text, want) || time.Now().After(end) {
+			return text
+		}
+	}
+}
+
+// listenInMaster stands for bootd's report and console receivers in the
+// lab's master namespace: the sockets are made on a thread moved into it,
+// which is never handed back to the runtime.
+func listenInMaster(t *testing.T, ns, httpAddr, udpAddr string) (*reportBox, *consoleBox) {
+	t.Helper()
+	type socks struct {
+		l   net.Listener
+		pc  net.PacketConn
+		err error
+	}
+	ch := make(chan socks)
+	go func() {
+		runtime.LockOSThread() // not unlocked: the thread ends with the goroutine
+		var s socks
+		f, err := os.Open("/run/netns/" + ns)
+		if err == nil {
+			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+			f.Close()
+		}
+		if err == nil {
+			if s.l, err = net.Listen("tcp", httpAddr); err == nil {
+				s.pc, err = net.ListenPacket("udp", udpAddr)
+			}
+		}
+		s.err = err
+		ch <- s
+	}()
+	s := <-ch
+	if s.err != nil {
+		t.Fatalf("listening in %s: %v", ns, s.err)
+	}
+	reports := &reportBox{byMAC: map[string]nodeReport{}}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep nodeReport
+		if r.Method != http.MethodPost || r.URL.Path != boot.ReportPath || r.Header.Get("Content-Type") != "application/json" ||
+			json.NewDecoder(r.Body).Decode(&rep) != nil {
+			t.Errorf("a malformed report: %s %s", r.Method, r.URL)
+			http.Error(w, "malformed", http.StatusBadRequest)
+			return
+		}
+		reports.mu.Lock()
+		reports.byMAC[rep.MAC] = rep
+		reports.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go srv.Serve(s.l)
+	t.Cleanup(func() { srv.Close() })
+	consoles := &consoleBox{bySrc: map[string]*strings.Builder{}}
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, src, err := s.pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			ip := src.(*net.UDPAddr).IP.String()
+			consoles.mu.Lock()
+			if consoles.bySrc[ip] == nil {
+				consoles.bySrc[ip] = new(strings.Builder)
+			}
+			consoles.bySrc[ip].Write(buf[:n])
+			consoles.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { s.pc.Close() })
+	return reports, consoles
 }

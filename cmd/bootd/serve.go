@@ -224,14 +224,24 @@ func newPlanner(cfg *config.Config, st *store.Store) (*boot.Planner, netip.Addr,
 	if err != nil {
 		return nil, netip.Addr{}, fmt.Errorf("%s: interface: %w", cfg.Path, err)
 	}
-	if cfg.NFS.Listen != "" {
-		ap := netip.MustParseAddrPort(cfg.NFS.Listen)
+	// Where nodes reach each service: a wildcard listen address means the
+	// interface's address. The boot plan puts each on the command line;
+	// one that is off is left out, and nodes then send it nothing.
+	reach := func(listen string) netip.AddrPort {
+		if listen == "" {
+			return netip.AddrPort{}
+		}
+		ap := netip.MustParseAddrPort(listen)
 		addr := ap.Addr()
 		if addr.IsUnspecified() {
 			addr = ip
 		}
-		p.NFS = netip.AddrPortFrom(addr, ap.Port())
+		return netip.AddrPortFrom(addr, ap.Port())
 	}
+	p.NFS = reach(cfg.NFS.Listen)
+	p.Report = reach(cfg.HTTP.Listen)
+	p.Console = reach(cfg.Console.Listen)
+	p.Log = reach(cfg.Syslog.Listen)
 	return p, ip, nil
 }
 

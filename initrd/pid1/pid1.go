@@ -3,7 +3,9 @@
 // brings the boot NIC up by DHCP, mounts the image generation from bootd's
 // NFS export read-only, stacks a RAM layer on it (overlayfs; aufs when
 // asked and present), records what the booted system needs to know under
-// /run/bootd, and hands over to the image's init with switch_root.
+// /run/bootd, and hands over to the image's init with switch_root. When
+// bootd asks, it sends the kernel's console to bootd from the moment the
+// NIC is up, and reports to bootd that the root is mounted.
 //
 // It reads everything from the kernel command line (see boot.Params), says
 // what it does on the console with timings, retries each step with
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -92,9 +95,11 @@ func Main() {
 	p.fatal("switch_root returned")
 }
 
+// uptime is the time since the kernel started.
+func (p *initProc) uptime() time.Duration { return p.uptime0 + time.Since(p.start) }
+
 func (p *initProc) say(format string, args ...any) {
-	t := p.uptime0 + time.Since(p.start)
-	fmt.Fprintf(p.out, "[%8.3f] bootd-init: %s\n", t.Seconds(), fmt.Sprintf(format, args...))
+	fmt.Fprintf(p.out, "[%8.3f] bootd-init: %s\n", p.uptime().Seconds(), fmt.Sprintf(format, args...))
 }
 
 // fatal names what failed and reboots; the node retries from PXE.
@@ -157,7 +162,7 @@ func (p *initProc) run() {
 		p.fatal("this initrd is damaged: %v", err)
 	}
 	modDir := filepath.Join("/lib/modules", man.Kernel)
-	p.retry("loading NFS and overlay modules", func() error { return loadModules(modDir, mods, man.Load) })
+	p.retry("loading NFS and overlay modules", func() error { return loadModules(modDir, mods, man.Load, nil) })
 	var ifname string
 	p.retry("loading NIC drivers", func() error {
 		loaded, err := loadNICDrivers(modDir, mods, man.NIC)
@@ -180,14 +185,32 @@ func (p *initProc) run() {
 	ack := lease.ACK
 	p.say("%s: address %s/%d from %s", ifname, ack.YourIPAddr, maskBits(ack.SubnetMask()), ack.ServerIdentifier())
 	p.retry("configuring "+ifname, func() error { return configure(ifname, ack) })
+	if params.Console.IsValid() {
+		p.step.Store("sending the kernel console to " + params.Console.String())
+		p.captureConsole(ifname, ack.YourIPAddr, modDir, mods)
+	}
 	p.retry("mounting "+params.Export+" read-only from "+params.NFS.String(), func() error { return mountNFS(params) })
 	p.retry("stacking the RAM layer ("+params.Union+", tmpfs size "+params.TmpfsSize+")", func() error { return stackUnion(params, p) })
 	hostname := params.Hostname
 	if hostname == "" {
 		hostname = ack.HostName()
 	}
-	if err := handover(ifname, hostname, lease, params); err != nil {
+	var mac net.HardwareAddr
+	if l, err := net.InterfaceByName(ifname); err == nil {
+		mac = l.HardwareAddr
+	}
+	me := newReport(params, mac, hostname)
+	if err := handover(ifname, hostname, me, lease, params); err != nil {
 		p.fatal("preparing the new root: %v", err)
+	}
+	if params.Report.IsValid() {
+		p.step.Store("reporting to bootd at " + params.Report.String())
+		me.Stage, me.Detail = "root", fmt.Sprintf("root mounted in %.1fs", p.uptime().Seconds())
+		if err := sendReport(params.Report, me, reportTimeout); err != nil {
+			p.say("reporting the root stage to bootd at %s: %v (booting on)", params.Report, err)
+		} else {
+			p.say("reported the root stage to bootd at %s", params.Report)
+		}
 	}
 	p.say("switching to %s after %v", params.Init, time.Since(p.start).Round(time.Millisecond))
 	stopWatchdog()
@@ -229,15 +252,16 @@ func readManifest() (*initrd.Manifest, *initrd.Modules, error) {
 	return &man, mods, err
 }
 
-// loadModules loads modules with their dependencies, in order.
-func loadModules(dir string, mods *initrd.Modules, names []string) error {
+// loadModules loads modules with their dependencies, in order; opts are a
+// module's parameters ("name=value ..."), by module name.
+func loadModules(dir string, mods *initrd.Modules, names []string, opts map[string]string) error {
 	paths, _ := mods.Closure(names) // missing ones are built in
 	for _, rel := range paths {
 		f, err := os.Open(filepath.Join(dir, rel))
 		if err != nil {
 			return err
 		}
-		err = kmodule.FileInit(f, "", 0)
+		err = kmodule.FileInit(f, opts[initrd.ModuleName(rel)], 0)
 		f.Close()
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("loading %s: %w", initrd.ModuleName(rel), err)
@@ -274,7 +298,7 @@ func loadNICDrivers(dir string, mods *initrd.Modules, carried []string) ([]strin
 		if len(next) == 0 {
 			break
 		}
-		if err := loadModules(dir, mods, next); err != nil {
+		if err := loadModules(dir, mods, next, nil); err != nil {
 			return loaded, err
 		}
 		loaded = append(loaded, next...)
@@ -506,14 +530,11 @@ type Lease struct {
 // handover writes what the booted system needs: the hostname, the lease
 // and boot interface under /run/bootd, DNS, and /run drop-ins telling
 // systemd-networkd and NetworkManager to leave the boot NIC alone (the
-// root filesystem dies the moment it is reconfigured).
-func handover(ifname, hostname string, lease *nclient4.Lease, params boot.Params) error {
+// root filesystem dies the moment it is reconfigured); rsyslog's
+// forwarding rule, and what the booted system reports to bootd as.
+func handover(ifname, hostname string, me stageReport, lease *nclient4.Lease, params boot.Params) error {
 	ack := lease.ACK
-	l, _ := net.InterfaceByName(ifname)
-	mac := ""
-	if l != nil {
-		mac = l.HardwareAddr.String()
-	}
+	mac := me.MAC
 	info := Lease{Interface: ifname, MAC: mac,
 		Address:   fmt.Sprintf("%s/%d", ack.YourIPAddr, maskBits(ack.SubnetMask())),
 		Domain:    ack.DomainName(),
@@ -537,12 +558,15 @@ func handover(ifname, hostname string, lease *nclient4.Lease, params boot.Params
 		"/run/bootd/lease.json":     string(b) + "\n",
 		"/run/bootd/boot-interface": ifname + "\n",
 		"/run/bootd/resolv.conf":    resolv.String(),
-		// Images forward their logs to the master they booted from
-		// (image.syslog unset): rsyslog includes this file.
-		"/run/bootd/rsyslog-forward.conf": "*.* @@" + params.NFS.Addr().String() + ":514\n",
+		// Images forward their logs to bootd (image.syslog unset):
+		// rsyslog includes this file, so it is there even when empty.
+		boot.ForwardConf: forwardRule(params.Log),
 		"/run/systemd/network/10-bootd-boot-nic.network": "# Written by bootd-init: the root filesystem is on this NIC.\n[Match]\nMACAddress=" + mac +
 			"\n\n[Link]\nUnmanaged=yes\n",
 		"/run/NetworkManager/conf.d/10-bootd-boot-nic.conf": "# Written by bootd-init: the root filesystem is on this NIC.\n[keyfile]\nunmanaged-devices=mac:" + mac + "\n",
+	}
+	if params.Report.IsValid() {
+		files[boot.ReportEnv] = reportEnv(params.Report, me)
 	}
 	for name, content := range files {
 		os.MkdirAll(filepath.Dir(name), 0o755)
@@ -574,6 +598,15 @@ func handover(ifname, hostname string, lease *nclient4.Lease, params boot.Params
 		return fmt.Errorf("the image has no %s: %w", params.Init, err)
 	}
 	return nil
+}
+
+// forwardRule is rsyslog's rule for boot.ForwardConf.
+func forwardRule(log netip.AddrPort) string {
+	if !log.IsValid() {
+		return "# Written by bootd-init: bootd receives no logs (no bootd.log= on the kernel\n# command line), so this node forwards none.\n"
+	}
+	// rsyslog takes an IPv6 address bracketed, as AddrPort writes it.
+	return "# Written by bootd-init from bootd.log: everything goes to bootd over TCP.\n*.* @@" + log.String() + "\n"
 }
 
 func writeInRoot(name, content string) error {
