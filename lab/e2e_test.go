@@ -11,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bootd/bootd/events"
+	"github.com/bootd/bootd/web"
 )
 
 // TestEndToEnd is the whole point of bootd: `bootd lab up` builds a Debian
@@ -64,6 +67,7 @@ func endToEnd(t *testing.T, bootd, suite string, i int) {
 			t.Fatalf("%s did not reach multi-user: %s\nconsole tail:\n%s", r.Name, r.Result, tail(string(con), 4000))
 		}
 	}
+	checkRecords(t, c, suite)
 	var wg sync.WaitGroup
 	for _, r := range c.Reports {
 		wg.Add(1)
@@ -73,6 +77,131 @@ func endToEnd(t *testing.T, bootd, suite string, i int) {
 		}()
 	}
 	wg.Wait()
+	checkLogsReachRecords(t, c)
+	if i == 0 {
+		checkPage(t, c)
+		checkDownAndLost(t, c)
+	}
+}
+
+// checkRecords reads both nodes' boots from bootd's API: every stage from
+// DHCP to up, in order, each with its time, on the image they booted.
+func checkRecords(t *testing.T, c *Cluster, image string) {
+	api := c.API()
+	for _, r := range c.Reports {
+		d, err := api.Node(context.Background(), r.MAC)
+		if err != nil {
+			t.Errorf("%s: API: %v", r.Name, err)
+			continue
+		}
+		if len(d.Boots) == 0 {
+			t.Errorf("%s: no boot recorded", r.Name)
+			continue
+		}
+		b := d.Boots[len(d.Boots)-1]
+		var got []string
+		for i, a := range b.Stages {
+			got = append(got, string(a.Stage))
+			if i > 0 && a.Time.Before(b.Stages[i-1].Time) {
+				t.Errorf("%s: %s at %v, before %s", r.Name, a.Stage, a.Time, b.Stages[i-1].Stage)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(Stages, " ") {
+			t.Errorf("%s: stages %v, want %v", r.Name, got, Stages)
+		}
+		if b.Start.Before(r.Start.Add(-time.Second)) || d.Hostname != r.Hostname || d.Image != image || d.Generation != 1 || d.IP == "" || d.Stage != "up" {
+			t.Errorf("%s: record: start %v (powered on %v), hostname %q, image %s/%d, ip %q, stage %s", r.Name, b.Start, r.Start, d.Hostname, d.Image, d.Generation, d.IP, d.Stage)
+		}
+		// The kernel's console, sent by netconsole from the init on: the
+		// first lines the kernel printed are there.
+		if !hasLine(d.Console, "Linux version") {
+			t.Errorf("%s: the console record lacks the kernel's first lines (%d lines)", r.Name, len(d.Console))
+		}
+	}
+}
+
+func hasLine(lines []events.Line, want string) bool {
+	for _, l := range lines {
+		if strings.Contains(l.Text, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkLogsReachRecords: what checkNode logged on each node is in its
+// record's syslog tail.
+func checkLogsReachRecords(t *testing.T, c *Cluster) {
+	api := c.API()
+	for _, r := range c.Reports {
+		var d web.NodeDetail
+		for range 50 {
+			d, _ = api.Node(context.Background(), r.MAC)
+			if hasLine(d.Syslog, "hello-from-"+r.Name) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !hasLine(d.Syslog, "hello-from-"+r.Name) {
+			t.Errorf("%s: its syslog line is not in its record (%d lines)", r.Name, len(d.Syslog))
+		}
+	}
+}
+
+// checkPage loads the status page and a node's page in headless Chromium,
+// inside the lab, and keeps screenshots.
+func checkPage(t *testing.T, c *Cluster) {
+	dir := os.Getenv("BOOTD_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	os.MkdirAll(dir, 0o755)
+	ctx := context.Background()
+	for _, p := range []struct{ path, shot string }{{"/", "lab-status.png"}, {"/nodes/node01", "lab-node01.png"}} {
+		shot := filepath.Join(dir, p.shot)
+		dom, err := web.Chromium(ctx, c.NS("master"), APIURL()+p.path, shot, 5*time.Second)
+		if err != nil {
+			t.Errorf("chromium %s: %v", p.path, err)
+			continue
+		}
+		t.Logf("screenshot of %s: %s", p.path, shot)
+		for _, want := range []string{"node01", "up"} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("page %s: %q not in the rendered page", p.path, want)
+			}
+		}
+		if p.path == "/" && !strings.Contains(dom, "node02") {
+			t.Errorf("page /: node02 not in the rendered page")
+		}
+	}
+}
+
+// checkDownAndLost shuts node02 down cleanly and pulls node01's plug:
+// the records say down and lost.
+func checkDownAndLost(t *testing.T, c *Cluster) {
+	n2, _ := c.Node("node02")
+	n2.Run("systemctl poweroff", 5*time.Second)
+	if err := c.PowerOff("node01"); err != nil {
+		t.Fatal(err)
+	}
+	api := c.API()
+	want := map[string]string{"52:54:00:bd:00:01": "lost", "52:54:00:bd:00:02": "down"}
+	deadline := time.Now().Add(2 * time.Minute)
+	for mac, stage := range want {
+		var d web.NodeDetail
+		for time.Now().Before(deadline) {
+			d, _ = api.Node(context.Background(), mac)
+			if string(d.Stage) == stage {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if string(d.Stage) != stage {
+			t.Errorf("%s: stage %q, want %q", mac, d.Stage, stage)
+		} else {
+			t.Logf("%s: %s (%s)", mac, stage, d.Boots[len(d.Boots)-1].Last().Detail)
+		}
+	}
 }
 
 // checkNode logs in on the serial console and checks the node.
