@@ -56,6 +56,7 @@ type Server struct {
 	mux     *http.ServeMux
 	streams atomic.Int32
 	reports *prometheus.CounterVec
+	refused *prometheus.CounterVec
 	mu      sync.Mutex
 	perIP   map[netip.Addr]int
 	conns   int
@@ -83,8 +84,15 @@ func New(cfg Config) *Server {
 	for _, r := range []string{"accepted", "not_allowed", "malformed", "unknown_node", "forged"} {
 		s.reports.WithLabelValues(r)
 	}
+	s.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bootd_http_connections_refused_total",
+		Help: "HTTP connections closed at accept, by reason.",
+	}, []string{"reason"})
+	for _, r := range []string{"not_allowed", "too_many", "too_many_per_client"} {
+		s.refused.WithLabelValues(r)
+	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.reports, newNodeCollector(cfg.Log, cfg.Planner))
+		cfg.Registry.MustRegister(s.reports, s.refused, newNodeCollector(cfg.Log, cfg.Planner))
 	}
 	s.mux.HandleFunc("GET /{$}", s.page)
 	s.mux.HandleFunc("GET /nodes/{node}", s.nodePage)
@@ -200,7 +208,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		backoff = 5 * time.Millisecond
 		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		a := ap.Addr().Unmap()
-		if !l.s.allowed(a) || !l.s.take(a) {
+		if !l.s.allowed(a) {
+			l.s.refused.WithLabelValues("not_allowed").Inc()
+			c.Close()
+			continue
+		}
+		if why := l.s.take(a); why != "" {
+			l.s.refused.WithLabelValues(why).Inc()
 			c.Close()
 			continue
 		}
@@ -208,15 +222,19 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (s *Server) take(a netip.Addr) bool {
+// take counts a connection from a, or says which cap it is over.
+func (s *Server) take(a netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conns >= s.cfg.MaxConns || s.perIP[a] >= s.cfg.MaxConnsPerClient {
-		return false
+	if s.conns >= s.cfg.MaxConns {
+		return "too_many"
+	}
+	if s.perIP[a] >= s.cfg.MaxConnsPerClient {
+		return "too_many_per_client"
 	}
 	s.conns++
 	s.perIP[a]++
-	return true
+	return ""
 }
 
 func (s *Server) give(a netip.Addr) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -282,7 +283,8 @@ func TestStrangersClosedAtAccept(t *testing.T) {
 		cap   int
 	}{{"not allowed", "10.0.0.0/8", 16}, {"over the cap", "127.0.0.0/8", 2}} {
 		t.Run(c.name, func(t *testing.T) {
-			srv := New(Config{Log: events.New(8), Allow: []netip.Prefix{netip.MustParsePrefix(c.allow)}, MaxConnsPerClient: c.cap})
+			reg := prometheus.NewPedanticRegistry()
+			srv := New(Config{Log: events.New(8), Allow: []netip.Prefix{netip.MustParsePrefix(c.allow)}, MaxConnsPerClient: c.cap, Registry: reg})
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -319,6 +321,13 @@ func TestStrangersClosedAtAccept(t *testing.T) {
 			n, err := conn.Read(b)
 			if n != 0 || err == nil {
 				t.Errorf("got %q, %v; want the connection closed unanswered", b[:n], err)
+			}
+			why := "not_allowed"
+			if c.cap == 2 {
+				why = "too_many_per_client"
+			}
+			if got := testutil.ToFloat64(srv.refused.WithLabelValues(why)); got != 1 {
+				t.Errorf("refused{%s} = %v, want 1", why, got)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 
 	nfsc "github.com/willscott/go-nfs-client/nfs"
 	"github.com/willscott/go-nfs-client/nfs/rpc"
+
+	"github.com/bootd/bootd/web"
 )
 
 var bootdBin string
@@ -44,7 +47,7 @@ type daemon struct {
 	http   string // the API's base URL
 	config string
 	mu     sync.Mutex
-	log  bytes.Buffer
+	log    bytes.Buffer
 }
 
 func (d *daemon) Write(p []byte) (int, error) {
@@ -364,4 +367,106 @@ func waitHTTP(t *testing.T, url string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("%s never answered", url)
+}
+
+// TestServeConsoleFlood: a node that floods its console at 10 MB/s for
+// 10 s costs bootd a bounded record and little memory, and another node's
+// console and report still get through.
+func TestServeConsoleFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 s of flood: not in -short")
+	}
+	state := t.TempDir()
+	makeImage(t, state, 10)
+	nfsAddr, httpAddr := freePort(t), freePort(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	consoleAddr := pc.LocalAddr().String()
+	pc.Close()
+	cfg := filepath.Join(t.TempDir(), "bootd.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("state_dir: %s\ndhcp: {mode: \"off\"}\ntftp: {listen: \"\"}\nnfs: {listen: %q, allow: [127.0.0.0/24], secure_ports: false}\n"+
+		"http: {listen: %q}\nconsole: {listen: %q}\nstatus: {log_lines: 500, log_kib: 128}\n", state, nfsAddr, httpAddr, consoleAddr)), 0o644)
+	d := startBootdWith(t, cfg, nfsAddr)
+	waitHTTP(t, d.http+"/api/v1/nodes")
+	reportFrom := func(src, mac string) {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
+		resp, err := c.Post(d.http+"/api/v1/report", "application/json", strings.NewReader(`{"mac":"`+mac+`","stage":"root"}`))
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("report from %s: %v %v", src, resp, err)
+		}
+	}
+	reportFrom("127.0.0.1", "52:54:00:bd:00:01")
+	reportFrom("127.0.0.2", "52:54:00:bd:00:02")
+	rss := func() int {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				var kb int
+				fmt.Sscan(v, &kb)
+				return kb
+			}
+		}
+		return 0
+	}
+	before := rss()
+	flood, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(consoleAddr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	quiet, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(consoleAddr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.Close()
+	line := []byte(strings.Repeat("x", 999) + "\n")
+	start := time.Now()
+	sent := 0
+	for i := 0; time.Since(start) < 10*time.Second; i++ {
+		// 10 MB/s: 10,000 datagrams of 1000 bytes a second.
+		for j := 0; j < 100; j++ {
+			flood.Write(line)
+			sent += len(line)
+		}
+		if i%100 == 0 {
+			fmt.Fprintf(quiet, "quiet node line %d\n", i)
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(i+1) * 10 * time.Millisecond)))
+	}
+	after := rss()
+	t.Logf("flooded %d MB in %v; bootd RSS %d -> %d KiB", sent>>20, time.Since(start).Round(time.Millisecond), before, after)
+	if after-before > 64<<10 {
+		t.Errorf("RSS grew by %d KiB under the flood", after-before)
+	}
+	var n1, n2 web.NodeDetail
+	if err := getJSON(d.http+"/api/v1/nodes/52:54:00:bd:00:01", &n1); err != nil {
+		t.Fatal(err)
+	}
+	size := 0
+	for _, l := range n1.Console {
+		size += len(l.Text)
+	}
+	if len(n1.Console) > 500 || size > 128<<10 {
+		t.Errorf("flooding node's record: %d lines, %d bytes", len(n1.Console), size)
+	}
+	if err := getJSON(d.http+"/api/v1/nodes/52:54:00:bd:00:02", &n2); err != nil {
+		t.Fatal(err)
+	}
+	if len(n2.Console) < 5 {
+		t.Errorf("the quiet node's console lines were lost: %d of 10", len(n2.Console))
+	}
+	// And the quiet node's next report gets through.
+	reportFrom("127.0.0.2", "52:54:00:bd:00:02")
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
 }
