@@ -115,3 +115,33 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusSections(t *testing.T) {
+	cfg, err := Parse("bootd.yaml", []byte("nfs: {allow: [10.0.0.0/24]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range cfg.HTTP.AllowPrefixes() {
+		got = append(got, p.String())
+	}
+	if cfg.HTTP.Listen != "0.0.0.0:8080" || cfg.Console.Listen != "0.0.0.0:6666" || strings.Join(got, " ") != "10.0.0.0/24 127.0.0.0/8 ::1/128" {
+		t.Errorf("defaults: http %q console %q allow %v", cfg.HTTP.Listen, cfg.Console.Listen, got)
+	}
+	if cfg.Status.LostAfterDuration() != 10*time.Minute || cfg.Status.ProbeEveryDuration() != 20*time.Second || cfg.Status.LogLines != 500 {
+		t.Errorf("status defaults: %+v", cfg.Status)
+	}
+	cfg, err = Parse("bootd.yaml", []byte("nfs: {listen: \"\"}\nhttp: {listen: \"\", allow: [192.168.0.0/16]}\nconsole: {listen: \"\"}\nstatus: {probe_every: 0s, lost_after: 2m}\n"))
+	if err != nil || cfg.HTTP.Listen != "" || len(cfg.HTTP.AllowPrefixes()) != 1 || cfg.Status.ProbeEveryDuration() != 0 || cfg.Status.LostAfterDuration() != 2*time.Minute {
+		t.Errorf("explicit: %v %+v %+v", err, cfg.HTTP, cfg.Status)
+	}
+	for _, bad := range []string{
+		"http: {listen: \"8080\"}", "http: {listen: \"0.0.0.0:0\"}", "console: {listen: \"x:6666\"}",
+		"http: {allow: [nonsense]}", "status: {lost_after: 1s}", "status: {lost_after: soon}",
+		"status: {probe_every: 10ms}", "status: {log_lines: 0}", "status: {log_kib: 1000000}", "status: {max_nodes: -1}",
+	} {
+		if _, err := Parse("bootd.yaml", []byte("nfs: {listen: \"\"}\n"+bad+"\n")); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}
