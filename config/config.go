@@ -74,6 +74,11 @@ type NFS struct {
 	// MaxConnectionsPerClient those from one address (default 8).
 	MaxConnections          int `yaml:"max_connections"`
 	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	// SquashUnknown maps root to nobody for clients that are not bootd's
+	// nodes: neither a fixed address of the node table nor an address
+	// bootd saw a node boot from (default true). AUTH_SYS lets anyone on
+	// an allowed network claim root and read the image's root-only files.
+	SquashUnknown bool `yaml:"squash_unknown"`
 
 	allow []netip.Prefix
 }
@@ -248,8 +253,9 @@ func Default() Config {
 	return Config{
 		StateDir: "/var/lib/bootd",
 		NFS: NFS{
-			Listen:      "0.0.0.0:2049",
-			SecurePorts: true,
+			Listen:        "0.0.0.0:2049",
+			SecurePorts:   true,
+			SquashUnknown: true,
 		},
 		DHCP:         DHCP{Mode: "proxy"},
 		TFTP:         TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us"},

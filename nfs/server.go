@@ -49,6 +49,10 @@ type Config struct {
 	Logger      *slog.Logger
 	// OnMount, if set, is told of every successful MOUNT.
 	OnMount func(client netip.AddrPort, image string, gen int)
+	// Squash, if set, says whether root from this client is mapped to
+	// nobody (root_squash): AUTH_SYS lets anyone on an allowed network
+	// claim uid 0, so bootd gives root's rights only to its own nodes.
+	Squash func(client netip.Addr) bool
 	// MaxConns bounds connections from everyone (default 1024) and
 	// MaxConnsPerClient those from one address (default 8; Linux opens
 	// one per server and mount options, a few more with nconnect). A
@@ -385,6 +389,9 @@ func isRead(rec []byte) bool {
 func (s *Server) dispatch(log *slog.Logger, peer netip.AddrPort, rec []byte, out []byte) []byte {
 	r := &xdrReader{b: rec}
 	h, err := parseCall(r)
+	if err == nil && h.cred.uid == 0 && s.cfg.Squash != nil && s.cfg.Squash(peer.Addr()) {
+		h.cred = nobody
+	}
 	w := &xdrWriter{b: out}
 	if err != nil {
 		if len(rec) < 8 {

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -594,5 +596,30 @@ func TestRPCEdges(t *testing.T) {
 	rc.c.Write(frag(w.b, true))
 	if rep := rc.recv(); !rep.denied || rep.stat != rejectRPCMismatch {
 		t.Errorf("RPC version 3: %+v, want RPC_MISMATCH", rep)
+	}
+}
+
+// TestRootSquashedForStrangers: root from an address Squash names gets
+// nobody's rights (a 0600 root file is refused); root from elsewhere
+// keeps root's.
+func TestRootSquashedForStrangers(t *testing.T) {
+	fx := makeFixture(t, false)
+	for _, c := range []struct {
+		squash bool
+		want   uint32
+	}{{false, nfs3OK}, {true, nfs3ErrAcces}} {
+		var asked atomic.Value
+		rc := dialRaw(t, serve(t, fx.store, func(cfg *Config) {
+			cfg.Squash = func(a netip.Addr) bool { asked.Store(a.String()); return c.squash }
+		}))
+		root, _ := rc.mount("/demo")
+		secret, _ := rc.lookupPath(root, "data", "secret")
+		rc.uid = 0
+		if st := rc.nfs(procRead, secret, uint64(0), uint32(10)).u32(); st != c.want {
+			t.Errorf("squash %v: READ of a 0600 root file as root: %d, want %d", c.squash, st, c.want)
+		}
+		if got, _ := asked.Load().(string); got != "127.0.0.1" {
+			t.Errorf("Squash asked about %q", got)
+		}
 	}
 }

@@ -77,6 +77,7 @@ func runServe(args []string) error {
 			MaxConnsPerClient: cfg.NFS.MaxConnectionsPerClient,
 			Logger:            log,
 			Metrics:           nfs.NewMetrics(reg),
+			Squash:            squashUnknown(cfg, evs),
 			OnMount: func(client netip.AddrPort, image string, gen int) {
 				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Image: image, Generation: gen, Detail: fmt.Sprintf("nfs mount %s/%d", image, gen)})
 			},
@@ -172,6 +173,28 @@ func runServe(args []string) error {
 	}
 	log.Info("bootd stopped")
 	return nil
+}
+
+// squashUnknown is the NFS root squash for clients that are not nodes:
+// not a fixed address of the node table, and no node's record is at that
+// address (records survive restarts, so running nodes keep root).
+func squashUnknown(cfg *config.Config, evs *events.Log) func(netip.Addr) bool {
+	if !cfg.NFS.SquashUnknown {
+		return nil
+	}
+	fixed := map[netip.Addr]bool{}
+	for _, n := range cfg.Table().All() {
+		if n.Addr().IsValid() {
+			fixed[n.Addr()] = true
+		}
+	}
+	return func(a netip.Addr) bool {
+		if fixed[a] {
+			return false
+		}
+		_, known := evs.MACOf(a.String())
+		return !known
+	}
 }
 
 // keepRecords marks stalled boots lost and saves the node records every

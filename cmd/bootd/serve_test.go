@@ -315,13 +315,31 @@ func TestServeExitsWhenServicesFail(t *testing.T) {
 func TestServeAPI(t *testing.T) {
 	state := t.TempDir()
 	makeImage(t, state, 10)
+	// A root-only file: root from an address that is no node's gets
+	// nobody's rights (nfs.squash_unknown), a node's root reads it.
+	os.WriteFile(filepath.Join(state, "images", "demo", "1", "root", "etc", "shadow"), []byte("root:x\n"), 0o600)
 	d := startBootd(t, state, freePort(t))
-	mountTarget(t, d.addr, "/demo/1")
+	target := mountTarget(t, d.addr, "/demo/1")
+	readShadow := func() error {
+		f, err := target.Open("/etc/shadow")
+		if err == nil {
+			_, err = io.ReadAll(f)
+			f.Close()
+		}
+		return err
+	}
+	if err := readShadow(); err == nil {
+		t.Error("root from an address that is no node's read /etc/shadow")
+	}
 	waitHTTP(t, d.http+"/api/v1/nodes")
 	report := `{"mac":"52:54:00:bd:00:07","stage":"root","image":"demo","generation":1,"hostname":"node07"}`
 	resp, err := http.Post(d.http+"/api/v1/report", "application/json", strings.NewReader(report))
 	if err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("report: %v %v", resp, err)
+	}
+	// 127.0.0.1 is node07's address now.
+	if err := readShadow(); err != nil {
+		t.Errorf("a node's root cannot read /etc/shadow: %v", err)
 	}
 	metrics := get(t, d.http+"/metrics")
 	for _, want := range []string{`bootd_nodes{stage="root"} 1`, `bootd_reports_total{result="accepted"} 1`,
