@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,12 @@ type Meta struct {
 	Bytes      int64     `json:"bytes"`
 	Prepared   []string  `json:"prepared"`
 	Kernel     string    `json:"kernel"`
+	// Parent, Update and Changed say, for a generation made by `image
+	// update`, which generation it was made from, what was done, and how
+	// many paths changed.
+	Parent  int    `json:"parent,omitempty"`
+	Update  string `json:"update,omitempty"`
+	Changed int    `json:"changed,omitempty"`
 }
 
 // BuildOptions says what to build.
@@ -208,27 +215,11 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 		progress = io.Discard
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "bootd image: "+format+"\n", args...) }
-	dir := filepath.Join(st.ImagesDir(), opt.Name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	gen, work, err := newBuild(st, opt.Name)
+	if err != nil {
 		return 0, err
 	}
-	cleanStale(dir)
-	if gen, err = st.NewGeneration(opt.Name, highestPresent(dir)); err != nil {
-		return 0, err
-	}
-	work := filepath.Join(dir, fmt.Sprintf(".build-%d-%d", gen, os.Getpid()))
-	if err := os.Mkdir(work, 0o755); err != nil {
-		return 0, fmt.Errorf("starting the build: %w", err)
-	}
-	// Whatever happens from here, a build that does not finish leaves
-	// nothing behind.
-	defer func() {
-		if err != nil {
-			if rerr := removeBuild(work); rerr != nil {
-				err = fmt.Errorf("%w; and cleaning up: %v", err, rerr)
-			}
-		}
-	}()
+	defer abandonUnlessDone(work, &err)
 	start := time.Now()
 	root := filepath.Join(work, "root")
 	include := append(append(append([]string(nil), Packages...), opt.Settings.Include...), opt.Include...)
@@ -279,6 +270,34 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 		say("published: new boots of %s get generation %d", opt.Name, gen)
 	}
 	return gen, nil
+}
+
+// newBuild takes an image's next generation number (never one used
+// before) and makes the hidden directory it is built in.
+func newBuild(st *store.Store, name string) (gen int, work string, err error) {
+	dir := filepath.Join(st.ImagesDir(), name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, "", err
+	}
+	cleanStale(dir)
+	if gen, err = st.NewGeneration(name, highestPresent(dir)); err != nil {
+		return 0, "", err
+	}
+	work = filepath.Join(dir, fmt.Sprintf(".build-%d-%d", gen, os.Getpid()))
+	if err := os.Mkdir(work, 0o755); err != nil {
+		return 0, "", fmt.Errorf("starting generation %d: %w", gen, err)
+	}
+	return gen, work, nil
+}
+
+// abandonUnlessDone removes a build directory if *err is set: a build
+// that does not finish leaves nothing behind.
+func abandonUnlessDone(work string, err *error) {
+	if *err != nil {
+		if rerr := removeBuild(work); rerr != nil {
+			*err = fmt.Errorf("%w; and cleaning up: %v", *err, rerr)
+		}
+	}
 }
 
 func dedup(s []string) []string {
@@ -401,6 +420,10 @@ type Info struct {
 	Current    bool
 	Meta       Meta
 	HasBoot    bool
+	// NewBytes is the disk space the generation takes beyond the older
+	// generations of its image: blocks of files it shares with them (an
+	// update's hard links) are counted once, in the oldest.
+	NewBytes int64
 }
 
 // List returns every generation of every image.
@@ -416,8 +439,9 @@ func List(st *store.Store) ([]Info, error) {
 			return nil, err
 		}
 		cur, _ := st.Current(n)
+		seen := map[[2]uint64]bool{}
 		for _, g := range gens {
-			i := Info{Name: n, Generation: g, Current: g == cur}
+			i := Info{Name: n, Generation: g, Current: g == cur, NewBytes: newBytes(st.GenDir(n, g), seen)}
 			if b, err := os.ReadFile(filepath.Join(st.GenDir(n, g), "image.json")); err == nil {
 				json.Unmarshal(b, &i.Meta)
 			}
@@ -428,6 +452,57 @@ func List(st *store.Store) ([]Info, error) {
 		}
 	}
 	return out, nil
+}
+
+// newBytes sums the disk blocks under dir of the inodes not in seen, and
+// adds them to it.
+func newBytes(dir string, seen map[[2]uint64]bool) int64 {
+	var total int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		k := [2]uint64{st.Dev, st.Ino}
+		if !seen[k] {
+			seen[k] = true
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	return total
+}
+
+// GC removes the generations of an image that are not current, not run
+// by any node (inUse), and older than the keep newest others. It returns
+// the generations removed.
+func GC(st *store.Store, name string, keep int, inUse func(name string, gen int) []string) ([]int, error) {
+	gens, err := st.Generations(name)
+	if err != nil {
+		return nil, err
+	}
+	cur, _ := st.Current(name)
+	var removed []int
+	kept := 0
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := gens[i]
+		if g == cur || len(inUse(name, g)) > 0 {
+			continue
+		}
+		if kept < keep {
+			kept++
+			continue
+		}
+		if err := Remove(st, name, g); err != nil {
+			return removed, err
+		}
+		removed = append(removed, g)
+	}
+	return removed, nil
 }
 
 // Rollback makes the generation before the current one current.

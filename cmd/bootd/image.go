@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/bootd/bootd/config"
+	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/image"
 	"github.com/bootd/bootd/initrd"
 	"github.com/bootd/bootd/store"
@@ -21,10 +22,12 @@ import (
 
 const imageUsage = `usage:
   bootd image build NAME [--suite trixie|bookworm] [--mirror URL] [--include pkg,...] [--hook SCRIPT] [--no-publish]
+  bootd image update NAME [--install pkg,...] [--upgrade] [--run 'CMD']... [--no-publish]
   bootd image list
   bootd image publish NAME GEN
   bootd image rollback NAME
-  bootd image rm NAME GEN`
+  bootd image rm NAME GEN [--force]
+  bootd image gc NAME [--keep K]`
 
 func runImage(args []string) error {
 	if len(args) == 0 {
@@ -35,7 +38,20 @@ func runImage(args []string) error {
 	fs := newFlags("image "+sub, "", imageUsage, &c)
 	var suite, mirror, include *string
 	var hooks multiFlag
-	var noPublish *bool
+	var noPublish, upgrade, force *bool
+	var runs multiFlag
+	var keep *int
+	switch sub {
+	case "update":
+		include = fs.String("install", "", "packages to install, comma-separated")
+		upgrade = fs.Bool("upgrade", false, "apt-get dist-upgrade")
+		fs.Var(&runs, "run", "shell `CMD` run in the image after apt (repeatable)")
+		noPublish = fs.Bool("no-publish", false, "make the generation but leave current where it is")
+	case "rm":
+		force = fs.Bool("force", false, "remove it even though nodes run it (they will fail)")
+	case "gc":
+		keep = fs.Int("keep", 3, "keep this many newest generations besides the current one and those nodes run")
+	}
 	if sub == "build" {
 		suite = fs.String("suite", "trixie", "Debian suite: trixie (13, today's stable) or bookworm (12)")
 		mirror = fs.String("mirror", "", "Debian mirror `URL` (default image.mirror, or "+image.DefaultMirror+")")
@@ -80,13 +96,40 @@ func runImage(args []string) error {
 		}
 		log.Info("image built", "image", pos[0], "generation", g)
 		return nil
+	case sub == "update" && len(pos) == 1:
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		var inc []string
+		if *include != "" {
+			inc = strings.Split(*include, ",")
+		}
+		g, err := image.Update(ctx, st, image.UpdateOptions{
+			Name: pos[0], Install: inc, Upgrade: *upgrade, Run: runs, Settings: cfg.Image,
+			Progress: os.Stdout, Publish: !*noPublish,
+			Initrd: func(root, boot string) (string, error) { return buildBootFiles(cfg, root, boot) },
+		})
+		if err != nil {
+			return err
+		}
+		log.Info("image updated", "image", pos[0], "generation", g)
+		return nil
+	case sub == "gc" && len(pos) == 1:
+		removed, err := image.GC(st, pos[0], *keep, inUse(cfg))
+		for _, g := range removed {
+			fmt.Printf("%s: generation %d removed\n", pos[0], g)
+		}
+		if err == nil && len(removed) == 0 {
+			fmt.Printf("%s: nothing to remove\n", pos[0])
+		}
+		return err
 	case sub == "list" && len(pos) == 0:
 		infos, err := image.List(st)
 		if err != nil {
 			return err
 		}
+		running := inUse(cfg)
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "IMAGE\tGEN\tCURRENT\tSIZE\tBUILT\tFROM\tKERNEL\tBOOTABLE")
+		fmt.Fprintln(tw, "IMAGE\tGEN\tCURRENT\tSIZE\tNEW\tBUILT\tFROM\tKERNEL\tBOOTABLE\tNODES")
 		for _, i := range infos {
 			cur, size, built, from, boot := "", "-", "-", "-", "no"
 			if i.Current {
@@ -98,11 +141,19 @@ func runImage(args []string) error {
 			if !i.Meta.Built.IsZero() {
 				built = i.Meta.Built.Format("2006-01-02 15:04")
 				from = fmt.Sprintf("%s %s", i.Meta.Suite, i.Meta.Mirror)
+				if i.Meta.Parent > 0 {
+					from = fmt.Sprintf("gen %d + %s", i.Meta.Parent, i.Meta.Update)
+				}
 			}
 			if i.HasBoot {
 				boot = "yes"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Generation, cur, size, built, from, i.Meta.Kernel, boot)
+			nodes := running(i.Name, i.Generation)
+			who := fmt.Sprint(len(nodes))
+			if len(nodes) > 0 {
+				who += " (" + strings.Join(nodes, " ") + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d MiB\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Generation, cur, size, i.NewBytes>>20, built, from, i.Meta.Kernel, boot, who)
 		}
 		return tw.Flush()
 	case sub == "publish" && len(pos) == 2:
@@ -126,6 +177,9 @@ func runImage(args []string) error {
 		g, err := gen(pos[1])
 		if err != nil {
 			return err
+		}
+		if nodes := inUse(cfg)(pos[0], g); len(nodes) > 0 && !*force {
+			return fmt.Errorf("%s generation %d: nodes run it (%s); reboot them into another generation first, or --force", pos[0], g, strings.Join(nodes, ", "))
 		}
 		if err := image.Remove(st, pos[0], g); err != nil {
 			return err
@@ -166,4 +220,25 @@ func buildBootFiles(cfg *config.Config, root, boot string) (string, error) {
 		}
 	}
 	return res.KernelVersion, nil
+}
+
+// inUse says which nodes run a generation, from the node records the
+// running bootd keeps under STATE (a node runs what it booted until it
+// is down or lost).
+func inUse(cfg *config.Config) func(name string, gen int) []string {
+	evs := events.New(1)
+	evs.Load(filepath.Join(cfg.StateDir, "run", "nodes.json"))
+	by := map[string][]string{}
+	for _, n := range evs.Nodes() {
+		if n.Image == "" || n.Stage == events.StageDown || n.Stage == events.StageLost {
+			continue
+		}
+		who := n.Hostname
+		if who == "" {
+			who = n.MAC
+		}
+		k := fmt.Sprintf("%s/%d", n.Image, n.Generation)
+		by[k] = append(by[k], who)
+	}
+	return func(name string, gen int) []string { return by[fmt.Sprintf("%s/%d", name, gen)] }
 }
