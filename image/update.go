@@ -236,8 +236,15 @@ func changeInOverlay(ctx context.Context, lower, work string, opt UpdateOptions,
 		if err := run("apt-get", "clean"); err != nil {
 			return err
 		}
-		os.RemoveAll(filepath.Join(merged, "var/lib/apt/lists"))
-		os.MkdirAll(filepath.Join(merged, "var/lib/apt/lists/partial"), 0o755)
+		// The package lists (tens of MiB) are not kept in a generation,
+		// as image build leaves none; the directories apt owns stay.
+		lists := filepath.Join(merged, "var/lib/apt/lists")
+		ents, _ := os.ReadDir(lists)
+		for _, e := range ents {
+			if !e.IsDir() && e.Name() != "lock" {
+				os.Remove(filepath.Join(lists, e.Name()))
+			}
+		}
 	}
 	for _, c := range opt.Run {
 		if err := run("/bin/sh", "-c", c); err != nil {

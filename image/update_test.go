@@ -215,3 +215,27 @@ func TestListCountsSharedBlocksOnceAndGC(t *testing.T) {
 		t.Errorf("generations left: %v", gens)
 	}
 }
+
+// TestDiff: what an update brought, by package and by path.
+func TestDiff(t *testing.T) {
+	st, root1 := toyImage(t)
+	status := "Package: base-files\nStatus: install ok installed\nVersion: 13.8\n\nPackage: oldpkg\nStatus: install ok installed\nVersion: 1\n\n"
+	os.MkdirAll(filepath.Join(root1, "var/lib/dpkg"), 0o755)
+	os.WriteFile(filepath.Join(root1, "var/lib/dpkg/status"), []byte(status), 0o644)
+	next := "Package: base-files\nStatus: install ok installed\nVersion: 13.9\n\nPackage: hello\nStatus: install ok installed\nVersion: 2.10-5\n\n"
+	if _, err := Update(context.Background(), st, UpdateOptions{Name: "toy", Run: []string{
+		"echo '" + next + "' > /var/lib/dpkg/status", "echo new > /etc/change", "rm /etc/gone", "echo x > /etc/added",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := DiffGenerations(st, "toy", 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(d.Packages, "|"); got != "~ base-files 13.8 -> 13.9|+ hello 2.10-5|- oldpkg 1" {
+		t.Errorf("packages: %s", got)
+	}
+	if got := strings.Join(d.Files, "|"); got != "A etc/added|M etc/change|D etc/gone|M var/lib/dpkg/status" {
+		t.Errorf("files: %s", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -278,4 +279,10 @@ func (l *Lab) Node(name string) (*Node, bool) {
 		}
 	}
 	return nil, false
+}
+
+// RestartMaster stops the lab's bootd with sig (SIGKILL: a crash) and
+// starts it again, as systemd would.
+func (c *Cluster) RestartMaster(sig syscall.Signal) error {
+	return c.Restart("master", "bootd", sig, c.Opt.Bootd, "serve", "--config", c.Config)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +80,7 @@ func endToEnd(t *testing.T, bootd, suite string, i int) {
 	wg.Wait()
 	checkLogsReachRecords(t, c)
 	if i == 0 {
+		checkOnlineUpdate(t, c, suite)
 		checkPage(t, c)
 		checkDownAndLost(t, c)
 	}
@@ -305,4 +307,99 @@ func fastTempDirLab(t *testing.T) string {
 	}
 	t.Cleanup(func() { exec.Command("rm", "-rf", d).Run() })
 	return d
+}
+
+// checkOnlineUpdate: with both nodes reading the whole of /usr/bin in a
+// loop, the image is updated (a package installed, generation 2
+// published) and bootd is killed and restarted. The nodes see no error
+// and stay on generation 1; a reset node comes up on generation 2 with
+// the package; generation 1 cannot be removed while node02 runs it.
+func checkOnlineUpdate(t *testing.T, c *Cluster, image string) {
+	const load = `nohup sh -c 'while :; do find /usr/bin /usr/sbin -type f -print0 | xargs -0 sha256sum >/dev/null 2>>/run/load.err || echo pass failed >>/run/load.err; echo . >>/run/load.passes; done' >/dev/null 2>&1 &`
+	nodes := map[string]*Node{}
+	for _, r := range c.Reports {
+		n := &r.Node
+		nodes[n.Name] = n
+		if _, err := n.Run(load, 30*time.Second); err != nil {
+			t.Fatalf("%s: starting the load: %v", n.Name, err)
+		}
+	}
+	passes := func(n *Node) int {
+		out, _ := n.Run("cat /run/load.passes 2>/dev/null | wc -l", 30*time.Second)
+		var k int
+		fmt.Sscan(out, &k)
+		return k
+	}
+	time.Sleep(10 * time.Second)
+	start := time.Now()
+	out, err := exec.Command(c.Opt.Bootd, "image", "update", image, "--install", "hello", "--config", c.Config).CombinedOutput()
+	if err != nil {
+		t.Fatalf("image update: %v\n%s", err, tail(string(out), 3000))
+	}
+	t.Logf("image update --install hello: %v\n%s", time.Since(start).Round(100*time.Millisecond), tail(string(out), 400))
+	before := map[string]int{}
+	for name, n := range nodes {
+		before[name] = passes(n)
+	}
+	killed := time.Now()
+	if err := c.RestartMaster(syscall.SIGKILL); err != nil {
+		t.Fatalf("restarting bootd: %v", err)
+	}
+	for range 100 {
+		if _, err := c.API().Nodes(context.Background()); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("bootd killed and back in %v", time.Since(killed).Round(100*time.Millisecond))
+	time.Sleep(30 * time.Second)
+	for name, n := range nodes {
+		errs, _ := n.Run("cat /run/load.err 2>/dev/null; dmesg | grep -iE 'stale|i/o error|input/output' || true", 60*time.Second)
+		after := passes(n)
+		t.Logf("%s: load passes %d before the restart, %d 30 s after", name, before[name], after)
+		if strings.TrimSpace(errs) != "" {
+			t.Errorf("%s: errors under the update and restart:\n%s", name, errs)
+		}
+		if after <= before[name] {
+			t.Errorf("%s: the load made no progress after bootd's restart (%d passes, %d before)", name, after, before[name])
+		}
+		if out, err := n.Run("command -v hello || echo absent", 30*time.Second); err != nil || !strings.Contains(out, "absent") {
+			t.Errorf("%s: a running node sees the new generation's package: %q", name, out)
+		}
+		if out, _ := n.Run("findmnt -n -o SOURCE /run/bootd/ro", 30*time.Second); !strings.HasSuffix(strings.TrimSpace(out), ":/"+image+"/1") {
+			t.Errorf("%s: root is %q, want generation 1", name, out)
+		}
+	}
+	// node01 is reset; it boots generation 2.
+	reset := time.Now()
+	if err := c.Reset("node01"); err != nil {
+		t.Fatal(err)
+	}
+	var d web.NodeDetail
+	for time.Since(reset) < 5*time.Minute {
+		d, _ = c.API().Node(context.Background(), "52:54:00:bd:00:01")
+		if b := d.Boots; len(b) > 0 && b[len(b)-1].Start.After(reset) && d.Stage == "up" {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if d.Stage != "up" || d.Generation != 2 {
+		t.Fatalf("node01 after a reset: stage %s, generation %d", d.Stage, d.Generation)
+	}
+	t.Logf("node01: reset to up on generation 2 in %v", time.Since(reset).Round(100*time.Millisecond))
+	n1 := nodes["node01"]
+	if err := n1.Login("root", LabPassword, 3*time.Minute); err != nil {
+		t.Fatalf("node01 after the reset: %v", err)
+	}
+	if out, err := n1.Run("hello", 30*time.Second); err != nil || !strings.Contains(out, "Hello, world!") {
+		t.Errorf("node01 on generation 2: hello: %q %v", out, err)
+	}
+	n2 := nodes["node02"]
+	if errs, _ := n2.Run("cat /run/load.err 2>/dev/null", 30*time.Second); strings.TrimSpace(errs) != "" {
+		t.Errorf("node02: errors while node01 rebooted: %s", errs)
+	}
+	out, err = exec.Command(c.Opt.Bootd, "image", "rm", image, "1", "--config", c.Config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "node02") {
+		t.Errorf("image rm of the generation node02 runs: %v\n%s", err, out)
+	}
 }

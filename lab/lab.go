@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,7 +221,8 @@ func (l *Lab) save() error {
 // Dir/NAME.log, and records its PID.
 func (l *Lab) Start(role, name string, args ...string) (*exec.Cmd, error) {
 	logPath := filepath.Join(l.Dir, name+".log")
-	f, err := os.Create(logPath)
+	// Appended to: a restarted process adds to the log of the one before.
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +290,7 @@ type Node struct {
 	NodeSpec
 	Console string // serial console log (everything the node printed)
 	Socket  string // serial console socket (to type into)
+	Monitor string // QEMU monitor socket (reset)
 }
 
 // StartNode powers on a PXE-booting QEMU node (TCG: KVM guests hang on the
@@ -311,12 +314,14 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 	l.Taps = append(l.Taps, tap)
 	console := filepath.Join(l.Dir, spec.Name+".console")
 	sock := filepath.Join(l.Dir, spec.Name+".sock")
+	mon := filepath.Join(l.Dir, spec.Name+".monitor")
 	os.Remove(console)
 	os.Remove(sock)
+	os.Remove(mon)
 	// The serial console is a socket (for `bootd lab console` and the
 	// tests to type into) that also logs everything to a file.
 	args := []string{"qemu-system-x86_64", "-name", spec.Name, "-m", fmt.Sprint(spec.MemoryMB), "-smp", "1",
-		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-display", "none", "-monitor", "unix:" + mon + ",server=on,wait=off", "-no-reboot",
 		"-chardev", "socket,id=con0,path=" + sock + ",server=on,wait=off,logfile=" + console,
 		"-serial", "chardev:con0",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
@@ -342,7 +347,7 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 	if _, err := l.Start("sw", spec.Name, args...); err != nil {
 		return nil, err
 	}
-	n := &Node{NodeSpec: spec, Console: console, Socket: sock}
+	n := &Node{NodeSpec: spec, Console: console, Socket: sock, Monitor: mon}
 	l.Nodes = append(l.Nodes, *n)
 	return n, l.save()
 }
@@ -466,4 +471,57 @@ func (l *Lab) PowerOff(name string) error {
 		return syscall.Kill(-p.PID, syscall.SIGKILL)
 	}
 	return fmt.Errorf("no node %s", name)
+}
+
+// Reset presses a node's reset button (QEMU's system_reset): the guest
+// reboots from its firmware without shutting down.
+func (l *Lab) Reset(name string) error {
+	n, ok := l.Node(name)
+	if !ok {
+		return fmt.Errorf("no node %s", name)
+	}
+	c, err := net.DialTimeout("unix", n.Monitor, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("node %s monitor: %w", name, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("system_reset\n")); err != nil {
+		return fmt.Errorf("node %s monitor: %w", name, err)
+	}
+	// Wait for the monitor to take it before closing.
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil || strings.Contains(string(buf[:n]), "(qemu)") && strings.Contains(string(buf[:n]), "system_reset") {
+			return nil
+		}
+	}
+}
+
+// Restart stops a process the lab started (with sig: SIGKILL for a
+// crash) and starts it again with the same arguments.
+func (l *Lab) Restart(role, name string, sig syscall.Signal, args ...string) error {
+	for i, p := range l.Procs {
+		if p.Name != name {
+			continue
+		}
+		if err := p.Verify(); err != nil {
+			return fmt.Errorf("%s (pid %d): %w", name, p.PID, err)
+		}
+		if err := syscall.Kill(-p.PID, sig); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for p.running() && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if p.running() {
+			return fmt.Errorf("%s (pid %d) did not stop", name, p.PID)
+		}
+		l.Procs = append(l.Procs[:i:i], l.Procs[i+1:]...)
+		_, err := l.Start(role, name, args...)
+		return err
+	}
+	return fmt.Errorf("no process %s", name)
 }

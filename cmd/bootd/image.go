@@ -27,7 +27,8 @@ const imageUsage = `usage:
   bootd image publish NAME GEN
   bootd image rollback NAME
   bootd image rm NAME GEN [--force]
-  bootd image gc NAME [--keep K]`
+  bootd image gc NAME [--keep K]
+  bootd image diff NAME GEN1 GEN2`
 
 func runImage(args []string) error {
 	if len(args) == 0 {
@@ -112,6 +113,30 @@ func runImage(args []string) error {
 			return err
 		}
 		log.Info("image updated", "image", pos[0], "generation", g)
+		return nil
+	case sub == "diff" && len(pos) == 3:
+		a, err := gen(pos[1])
+		if err != nil {
+			return err
+		}
+		b, err := gen(pos[2])
+		if err != nil {
+			return err
+		}
+		d, err := image.DiffGenerations(st, pos[0], a, b)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s %d -> %d: %d packages, %d paths changed\n", pos[0], a, b, len(d.Packages), len(d.Files))
+		for _, l := range d.Packages {
+			fmt.Println(l)
+		}
+		if len(d.Packages) > 0 && len(d.Files) > 0 {
+			fmt.Println()
+		}
+		for _, l := range d.Files {
+			fmt.Println(l)
+		}
 		return nil
 	case sub == "gc" && len(pos) == 1:
 		removed, err := image.GC(st, pos[0], *keep, inUse(cfg))

@@ -22,6 +22,8 @@ const labUsage = `usage:
   bootd lab up [--nodes N] [--firmware bios|uefi|mixed] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
   bootd lab status [--dir DIR]
   bootd lab console NODE [--dir DIR]
+  bootd lab reboot NODE [--dir DIR]     a hard reset, no shutdown
+  bootd lab poweroff NODE [--dir DIR]   the plug pulled
   bootd lab down [--dir DIR]`
 
 func runLab(args []string) error {
@@ -107,6 +109,24 @@ func runLab(args []string) error {
 			return fmt.Errorf("no node %q in the lab", pos[0])
 		}
 		return console(n)
+	case "reboot", "poweroff":
+		if len(pos) != 1 {
+			return fmt.Errorf("usage: bootd lab %s NODE", sub)
+		}
+		l, err := lab.Load(labDir)
+		if err != nil {
+			return fmt.Errorf("no lab in %s", *dir)
+		}
+		if sub == "reboot" {
+			err = l.Reset(pos[0])
+		} else {
+			err = l.PowerOff(pos[0])
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Printf("lab: %s: %s (no shutdown: a hard %s)\n", pos[0], sub, map[string]string{"reboot": "reset", "poweroff": "power-off"}[sub])
+		return nil
 	case "down":
 		l, err := lab.Load(labDir)
 		if err != nil {
