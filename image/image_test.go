@@ -272,3 +272,29 @@ func TestRemoveBuildUnmountsFirst(t *testing.T) {
 		t.Error("a mount is left")
 	}
 }
+
+// TestRemoveStopsAtBindMount: a directory of the same filesystem bound
+// into a generation (the device number is the same) is not deleted
+// through by the walker.
+func TestRemoveStopsAtBindMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	base := t.TempDir()
+	src := filepath.Join(base, "home-on-the-same-disk")
+	gen := filepath.Join(base, "gen", "root", "home")
+	os.MkdirAll(src, 0o755)
+	os.MkdirAll(gen, 0o755)
+	precious := filepath.Join(src, "user-file")
+	os.WriteFile(precious, []byte("keep me"), 0o644)
+	if err := syscall.Mount(src, gen, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Unmount(gen, syscall.MNT_DETACH)
+	if err := removeSameFS(filepath.Join(base, "gen")); err == nil {
+		t.Error("removeSameFS went through a bind mount without an error")
+	}
+	if b, _ := os.ReadFile(precious); string(b) != "keep me" {
+		t.Error("removeSameFS deleted inside a bind mount of the same filesystem")
+	}
+}

@@ -70,16 +70,34 @@ func removeSameFS(dir string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return os.Remove(dir)
 	}
-	return removeDir(dir, st.Dev)
-}
-
-func removeDir(dir string, dev uint64) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
+	mnt, err := mountID(dir)
+	if err != nil {
 		return fmt.Errorf("removing %s: %w", dir, err)
 	}
-	if st.Dev != dev {
-		return fmt.Errorf("removing %s: another filesystem is mounted there; left in place", dir)
+	return removeDir(dir, mnt)
+}
+
+// mountID names the mount a path is on. The device number would not do: a
+// bind mount of a directory of the same filesystem (/home bound into an
+// image on the same disk) has the same one.
+func mountID(p string) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, err
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, errors.New("the kernel does not tell mount IDs (statx STATX_MNT_ID, Linux 5.8)")
+	}
+	return stx.Mnt_id, nil
+}
+
+func removeDir(dir string, mnt uint64) error {
+	id, err := mountID(dir)
+	if err != nil {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	if id != mnt {
+		return fmt.Errorf("removing %s: something is mounted there; left in place", dir)
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -89,7 +107,7 @@ func removeDir(dir string, dev uint64) error {
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		if e.IsDir() { // from the directory entry's type: a symlink is not a dir
-			err = removeDir(p, dev)
+			err = removeDir(p, mnt)
 		} else {
 			err = os.Remove(p)
 		}

@@ -286,3 +286,12 @@ func (l *Lab) Node(name string) (*Node, bool) {
 func (c *Cluster) RestartMaster(sig syscall.Signal) error {
 	return c.Restart("master", "bootd", sig, c.Opt.Bootd, "serve", "--config", c.Config)
 }
+
+// StopMaster stops the lab's bootd; StartMaster starts it again.
+func (c *Cluster) StopMaster(sig syscall.Signal) error { return c.Stop("bootd", sig) }
+
+// StartMaster: see StopMaster.
+func (c *Cluster) StartMaster() error {
+	_, err := c.Start("master", "bootd", c.Opt.Bootd, "serve", "--config", c.Config)
+	return err
+}

@@ -502,6 +502,15 @@ func (l *Lab) Reset(name string) error {
 // Restart stops a process the lab started (with sig: SIGKILL for a
 // crash) and starts it again with the same arguments.
 func (l *Lab) Restart(role, name string, sig syscall.Signal, args ...string) error {
+	if err := l.Stop(name, sig); err != nil {
+		return err
+	}
+	_, err := l.Start(role, name, args...)
+	return err
+}
+
+// Stop stops a process the lab started, with sig, and forgets it.
+func (l *Lab) Stop(name string, sig syscall.Signal) error {
 	for i, p := range l.Procs {
 		if p.Name != name {
 			continue
@@ -520,8 +529,7 @@ func (l *Lab) Restart(role, name string, sig syscall.Signal, args ...string) err
 			return fmt.Errorf("%s (pid %d) did not stop", name, p.PID)
 		}
 		l.Procs = append(l.Procs[:i:i], l.Procs[i+1:]...)
-		_, err := l.Start(role, name, args...)
-		return err
+		return l.save()
 	}
 	return fmt.Errorf("no process %s", name)
 }
