@@ -355,7 +355,7 @@ func checkOnlineUpdate(t *testing.T, c *Cluster, image string) {
 	t.Logf("bootd killed and back in %v", time.Since(killed).Round(100*time.Millisecond))
 	time.Sleep(30 * time.Second)
 	for name, n := range nodes {
-		errs, _ := n.Run("cat /run/load.err 2>/dev/null; dmesg | grep -iE 'stale|i/o error|input/output' || true", 60*time.Second)
+		errs, _ := n.Run("cat /run/load.err 2>/dev/null; dmesg | grep -iE 'stale file handle|input/output error' || true", 60*time.Second)
 		after := passes(n)
 		t.Logf("%s: load passes %d before the restart, %d 30 s after", name, before[name], after)
 		if strings.TrimSpace(errs) != "" {
@@ -376,18 +376,7 @@ func checkOnlineUpdate(t *testing.T, c *Cluster, image string) {
 	if err := c.Reset("node01"); err != nil {
 		t.Fatal(err)
 	}
-	var d web.NodeDetail
-	for time.Since(reset) < 5*time.Minute {
-		d, _ = c.API().Node(context.Background(), "52:54:00:bd:00:01")
-		if b := d.Boots; len(b) > 0 && b[len(b)-1].Start.After(reset) && d.Stage == "up" {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	if d.Stage != "up" || d.Generation != 2 {
-		t.Fatalf("node01 after a reset: stage %s, generation %d", d.Stage, d.Generation)
-	}
-	t.Logf("node01: reset to up on generation 2 in %v", time.Since(reset).Round(100*time.Millisecond))
+	waitGeneration(t, c, "node01", "52:54:00:bd:00:01", reset, 2)
 	n1 := nodes["node01"]
 	if err := n1.Login("root", LabPassword, 3*time.Minute); err != nil {
 		t.Fatalf("node01 after the reset: %v", err)
@@ -403,4 +392,37 @@ func checkOnlineUpdate(t *testing.T, c *Cluster, image string) {
 	if err == nil || !strings.Contains(string(out), "node02") {
 		t.Errorf("image rm of the generation node02 runs: %v\n%s", err, out)
 	}
+	// Rolled back, node01's next boot is on generation 1 again.
+	if out, err := exec.Command(c.Opt.Bootd, "image", "rollback", image, "--config", c.Config).CombinedOutput(); err != nil {
+		t.Fatalf("image rollback: %v\n%s", err, out)
+	}
+	reset = time.Now()
+	if err := c.Reset("node01"); err != nil {
+		t.Fatal(err)
+	}
+	waitGeneration(t, c, "node01", "52:54:00:bd:00:01", reset, 1)
+	if err := n1.Login("root", LabPassword, 3*time.Minute); err != nil {
+		t.Fatalf("node01 after the rollback: %v", err)
+	}
+	if out, _ := n1.Run("command -v hello || echo absent", 30*time.Second); !strings.Contains(out, "absent") {
+		t.Errorf("node01 rolled back to generation 1 still has hello: %q", out)
+	}
+}
+
+// waitGeneration waits for a node reset at reset to come up, and checks
+// the generation it booted.
+func waitGeneration(t *testing.T, c *Cluster, name, mac string, reset time.Time, gen int) {
+	t.Helper()
+	var d web.NodeDetail
+	for time.Since(reset) < 5*time.Minute {
+		d, _ = c.API().Node(context.Background(), mac)
+		if b := d.Boots; len(b) > 0 && b[len(b)-1].Start.After(reset) && d.Stage == "up" {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if d.Stage != "up" || d.Generation != gen {
+		t.Fatalf("%s after a reset: stage %s, generation %d; want up on %d", name, d.Stage, d.Generation, gen)
+	}
+	t.Logf("%s: reset to up on generation %d in %v", name, gen, time.Since(reset).Round(100*time.Millisecond))
 }

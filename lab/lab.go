@@ -319,9 +319,11 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 	os.Remove(sock)
 	os.Remove(mon)
 	// The serial console is a socket (for `bootd lab console` and the
-	// tests to type into) that also logs everything to a file.
+	// tests to type into) that also logs everything to a file. No
+	// -no-reboot: a node that reboots (a reset, its init giving up) boots
+	// from the network again, as hardware does.
 	args := []string{"qemu-system-x86_64", "-name", spec.Name, "-m", fmt.Sprint(spec.MemoryMB), "-smp", "1",
-		"-display", "none", "-monitor", "unix:" + mon + ",server=on,wait=off", "-no-reboot",
+		"-display", "none", "-monitor", "unix:" + mon + ",server=on,wait=off",
 		"-chardev", "socket,id=con0,path=" + sock + ",server=on,wait=off,logfile=" + console,
 		"-serial", "chardev:con0",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",

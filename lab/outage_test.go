@@ -76,7 +76,7 @@ func TestOutages(t *testing.T) {
 	time.Sleep(60 * time.Second)
 	for _, r := range c.Reports {
 		n := &r.Node
-		errs, _ := n.Run("cat /run/load.err 2>/dev/null; dmesg | grep -iE 'stale|i/o error|input/output' || true", 60*time.Second)
+		errs, _ := n.Run("cat /run/load.err 2>/dev/null; dmesg | grep -iE 'stale file handle|input/output error' || true", 60*time.Second)
 		if strings.TrimSpace(errs) != "" {
 			t.Errorf("%s: errors through the outage:\n%s", n.Name, errs)
 		}
