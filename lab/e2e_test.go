@@ -316,7 +316,7 @@ func fastTempDirLab(t *testing.T) string {
 // the package; generation 1 cannot be removed while node02 runs it.
 func checkOnlineUpdate(t *testing.T, c *Cluster, image string) {
 	// In a subshell: Run appends "; echo ..." and "&;" is no command.
-	const load = `(nohup sh -c 'while :; do find /usr/bin /usr/sbin -type f -print0 | xargs -0 sha256sum >/dev/null 2>>/run/load.err || echo pass failed >>/run/load.err; echo . >>/run/load.passes; done' >/dev/null 2>&1 &)`
+	const load = `(nohup sh -c 'while :; do echo 3 >/proc/sys/vm/drop_caches; find /usr/bin /usr/sbin -type f -print0 | xargs -0 sha256sum >/dev/null 2>>/run/load.err || echo pass failed >>/run/load.err; echo . >>/run/load.passes; done' >/dev/null 2>&1 &)`
 	nodes := map[string]*Node{}
 	for _, r := range c.Reports {
 		n := &r.Node
