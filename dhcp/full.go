@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/bootd/bootd/boot"
@@ -306,21 +307,7 @@ func (f *Full) write(leases []Lease) error {
 	if err := os.MkdirAll(filepath.Dir(f.cfg.LeaseFile), 0o755); err != nil {
 		return err
 	}
-	tmp := f.cfg.LeaseFile + ".tmp"
-	fh, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := fh.Write(b); err != nil {
-		fh.Close()
-		return err
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		return err
-	}
-	fh.Close()
-	return os.Rename(tmp, f.cfg.LeaseFile)
+	return renameio.WriteFile(f.cfg.LeaseFile, b, 0o644)
 }
 
 // Leases returns the current leases, by address.

@@ -40,13 +40,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func endToEnd(t *testing.T, bootd, suite string, i int) {
-	dir := fastTempDirLab(t)
-	// Downloaded packages are kept between runs where the machine keeps
-	// /var/cache.
-	cache := "/var/cache/bootd-lab/debs"
-	os.MkdirAll(cache, 0o755)
-	os.MkdirAll(filepath.Join(dir, "state", "cache"), 0o755)
-	os.Symlink(cache, filepath.Join(dir, "state", "cache", "debs"))
+	dir := labDir(t)
 
 	opt := Options{Dir: dir, Name: fmt.Sprintf("bde%d%d", os.Getpid()%100000, i), Nodes: 2, Firmware: "mixed", Bootd: bootd,
 		Suite: suite, Out: tWriter{t}, Timeout: 8 * time.Minute}
@@ -296,6 +290,17 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// labDir is a lab's directory for one test, its downloaded packages kept
+// between runs where the machine keeps /var/cache.
+func labDir(t *testing.T) string {
+	dir := fastTempDirLab(t)
+	cache := "/var/cache/bootd-lab/debs"
+	os.MkdirAll(cache, 0o755)
+	os.MkdirAll(filepath.Join(dir, "state", "cache"), 0o755)
+	os.Symlink(cache, filepath.Join(dir, "state", "cache", "debs"))
+	return dir
 }
 
 // fastTempDirLab is a temporary directory on disk (the image is large;

@@ -35,11 +35,7 @@ func TestOutages(t *testing.T) {
 	if err := BuildBootd("..", bootd); err != nil {
 		t.Fatal(err)
 	}
-	dir := fastTempDirLab(t)
-	cache := "/var/cache/bootd-lab/debs"
-	os.MkdirAll(cache, 0o755)
-	os.MkdirAll(filepath.Join(dir, "state", "cache"), 0o755)
-	os.Symlink(cache, filepath.Join(dir, "state", "cache", "debs"))
+	dir := labDir(t)
 	c, err := UpCluster(context.Background(), Options{Dir: dir, Name: fmt.Sprintf("bdo%d", os.Getpid()%100000), Nodes: 2,
 		Firmware: "mixed", Bootd: bootd, Out: tWriter{t}, Timeout: 8 * time.Minute})
 	if err != nil {

@@ -139,12 +139,3 @@ func (n *Netconsole) within(src netip.Addr, size int, now time.Time) bool {
 	n.used[src] = used + size
 	return true
 }
-
-func allowed(list []netip.Prefix, a netip.Addr) bool {
-	for _, p := range list {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}

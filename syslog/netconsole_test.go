@@ -104,3 +104,24 @@ func TestNetconsoleFloodIsBounded(t *testing.T) {
 		t.Errorf("record holds %d lines, %d bytes", len(r.Console), size)
 	}
 }
+
+// TestNetconsoleSourceTableBounded: datagrams from more addresses in one
+// second than the rate table holds (forged sources) are dropped, not
+// remembered; the next second starts afresh.
+func TestNetconsoleSourceTableBounded(t *testing.T) {
+	n := NewNetconsole(NetconsoleConfig{})
+	now := time.Now()
+	kept := 0
+	for i := range maxSources + 1000 {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if n.within(a, 100, now) {
+			kept++
+		}
+	}
+	if kept != maxSources || len(n.used) != maxSources {
+		t.Errorf("kept %d, table %d; want %d", kept, len(n.used), maxSources)
+	}
+	if !n.within(netip.MustParseAddr("10.99.0.1"), 100, now.Add(time.Second)) || len(n.used) != 1 {
+		t.Errorf("a new second: table %d", len(n.used))
+	}
+}

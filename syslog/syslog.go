@@ -152,9 +152,12 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-func (s *Server) allowed(ip netip.Addr) bool {
-	for _, p := range s.allow {
-		if p.Contains(ip) {
+func (s *Server) allowed(ip netip.Addr) bool { return allowed(s.allow, ip) }
+
+// allowed reports whether a is in one of the networks of list.
+func allowed(list []netip.Prefix, a netip.Addr) bool {
+	for _, p := range list {
+		if p.Contains(a) {
 			return true
 		}
 	}

@@ -3,7 +3,6 @@ package web
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/events"
 )
 
@@ -11,7 +10,7 @@ import (
 // that the page and the metrics can never disagree.
 type nodeCollector struct {
 	log     *events.Log
-	planner *boot.Planner
+	list    func() NodeList
 	nodes   *prometheus.Desc
 	boot    *prometheus.Desc
 	lost    *prometheus.Desc
@@ -20,8 +19,8 @@ type nodeCollector struct {
 	unattr  *prometheus.Desc
 }
 
-func newNodeCollector(log *events.Log, p *boot.Planner) *nodeCollector {
-	return &nodeCollector{log: log, planner: p,
+func newNodeCollector(log *events.Log, list func() NodeList) *nodeCollector {
+	return &nodeCollector{log: log, list: list,
 		nodes:   prometheus.NewDesc("bootd_nodes", "Nodes by the stage of their latest boot (unseen: in the node table, not seen since bootd's records began).", []string{"stage"}, nil),
 		boot:    prometheus.NewDesc("bootd_boot_duration_seconds", "Boots that came up, by their duration from the first stage (DHCP) to up.", nil, nil),
 		lost:    prometheus.NewDesc("bootd_boots_lost_total", "Boots that stopped short of up: no next stage in time, or started over.", nil, nil),
@@ -38,8 +37,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
-	s := &Server{cfg: Config{Log: c.log, Planner: c.planner}}
-	counts := s.List().Counts
+	counts := c.list().Counts
 	for _, st := range append(append([]events.Stage(nil), events.Stages...), StageUnseen) {
 		ch <- prometheus.MustNewConstMetric(c.nodes, prometheus.GaugeValue, float64(counts[st]), string(st))
 	}

@@ -92,7 +92,7 @@ func New(cfg Config) *Server {
 		s.refused.WithLabelValues(r)
 	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.reports, s.refused, newNodeCollector(cfg.Log, cfg.Planner))
+		cfg.Registry.MustRegister(s.reports, s.refused, newNodeCollector(cfg.Log, s.List))
 	}
 	s.mux.HandleFunc("GET /{$}", s.page)
 	s.mux.HandleFunc("GET /nodes/{node}", s.nodePage)

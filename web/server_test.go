@@ -278,13 +278,20 @@ func TestEventStream(t *testing.T) {
 // all, and connections beyond the per-client cap are closed.
 func TestStrangersClosedAtAccept(t *testing.T) {
 	for _, c := range []struct {
-		name  string
-		allow string
-		cap   int
-	}{{"not allowed", "10.0.0.0/8", 16}, {"over the cap", "127.0.0.0/8", 2}} {
+		name             string
+		allow            string
+		total, perClient int
+		hold             int // connections held open first
+		why              string
+	}{
+		{"not allowed", "10.0.0.0/8", 0, 0, 0, "not_allowed"},
+		{"over the per-client cap", "127.0.0.0/8", 0, 2, 2, "too_many_per_client"},
+		{"over the total cap", "127.0.0.0/8", 3, 16, 3, "too_many"},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			reg := prometheus.NewPedanticRegistry()
-			srv := New(Config{Log: events.New(8), Allow: []netip.Prefix{netip.MustParsePrefix(c.allow)}, MaxConnsPerClient: c.cap, Registry: reg})
+			srv := New(Config{Log: events.New(8), Allow: []netip.Prefix{netip.MustParsePrefix(c.allow)},
+				MaxConns: c.total, MaxConnsPerClient: c.perClient, Registry: reg})
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -299,10 +306,7 @@ func TestStrangersClosedAtAccept(t *testing.T) {
 					c.Close()
 				}
 			}()
-			for range c.cap {
-				if c.allow != "127.0.0.0/8" {
-					break
-				}
+			for range c.hold {
 				conn, err := net.Dial("tcp", ln.Addr().String())
 				if err != nil {
 					t.Fatal(err)
@@ -322,13 +326,56 @@ func TestStrangersClosedAtAccept(t *testing.T) {
 			if n != 0 || err == nil {
 				t.Errorf("got %q, %v; want the connection closed unanswered", b[:n], err)
 			}
-			why := "not_allowed"
-			if c.cap == 2 {
-				why = "too_many_per_client"
-			}
-			if got := testutil.ToFloat64(srv.refused.WithLabelValues(why)); got != 1 {
-				t.Errorf("refused{%s} = %v, want 1", why, got)
+			if got := testutil.ToFloat64(srv.refused.WithLabelValues(c.why)); got != 1 {
+				t.Errorf("refused{%s} = %v, want 1", c.why, got)
 			}
 		})
 	}
+}
+
+// TestEventStreamsBounded: past MaxStreams, a new stream is refused; one
+// that ends frees its place.
+func TestEventStreamsBounded(t *testing.T) {
+	log := events.New(8)
+	srv := New(Config{Log: log, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, MaxStreams: 2})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	open := func() (*http.Response, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/api/v1/events", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, cancel
+	}
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	for range 2 {
+		resp, cancel := open()
+		cancels = append(cancels, cancel)
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream within the cap: %s", resp.Status)
+		}
+	}
+	resp, cancel := open()
+	cancel()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a third stream: %s, want 503", resp.Status)
+	}
+	cancels[0]()
+	for range 50 {
+		resp, cancel := open()
+		if resp.StatusCode == 200 {
+			cancel()
+			return
+		}
+		cancel()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Error("a stream that ended did not free its place")
 }
