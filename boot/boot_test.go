@@ -98,8 +98,9 @@ func TestPlanPinsCurrentGeneration(t *testing.T) {
 	}
 	st.Publish("img", 1)
 	table, _ := nodes.NewTable([]nodes.Node{{MAC: "52:54:00:00:00:01", Hostname: "n1", Image: "img", Append: "x=1"}})
-	p := &Planner{Nodes: table, Defaults: nodes.Defaults{Console: "ttyS1,57600n8", Append: "quiet"}, Store: st,
+	o := Options{Nodes: table, Defaults: nodes.Defaults{Console: "ttyS1,57600n8", Append: "quiet"}, Store: st,
 		NFS: netip.MustParseAddrPort("10.0.0.1:2049")}
+	p := NewPlanner(o)
 	mac, _ := net.ParseMAC("52:54:00:00:00:01")
 	s, err := p.Plan(mac)
 	if err != nil {
@@ -111,7 +112,8 @@ func TestPlanPinsCurrentGeneration(t *testing.T) {
 	if s.Params.Report.IsValid() || strings.Contains(s.Cmdline(), "bootd.report") {
 		t.Errorf("a planner without a report address: %q", s.Cmdline())
 	}
-	p.Report, p.Log, p.Console = netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.1:514"), netip.MustParseAddrPort("10.0.0.1:6666")
+	o.HTTP, o.Log, o.Console = netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.1:514"), netip.MustParseAddrPort("10.0.0.1:6666")
+	p = NewPlanner(o)
 	if s, _ := p.Plan(mac); !strings.Contains(s.Cmdline(), "bootd.report=10.0.0.1:8080 bootd.log=10.0.0.1:514 bootd.console=10.0.0.1:6666") {
 		t.Errorf("plan with report, log and console addresses: %q", s.Cmdline())
 	}
@@ -129,7 +131,8 @@ func TestPlanPinsCurrentGeneration(t *testing.T) {
 	if _, err := p.Plan(other); err != ErrIgnored {
 		t.Errorf("unknown node: %v", err)
 	}
-	p.BootUnknown = true
+	o.BootUnknown = true
+	p = NewPlanner(o)
 	if _, err := p.Plan(other); err == nil || !strings.Contains(err.Error(), "no image") {
 		t.Errorf("unknown node without defaults.image: %v", err)
 	}

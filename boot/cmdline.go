@@ -27,6 +27,10 @@ import (
 //	bootd.report=10.0.0.1:8080            bootd's HTTP server: the init and the booted system POST stage reports to ReportPath
 //	bootd.log=10.0.0.1:514                bootd's syslog receiver (TCP): rsyslog forwards there (ForwardConf)
 //	bootd.console=10.0.0.1:6666           bootd's netconsole receiver (UDP): the kernel's messages go there
+//	bootd.ip=10.0.0.7:255.255.255.0:10.0.0.254:10.0.0.53:52:54:00:12:34:56
+//	                                      the address the firmware got by DHCP (iPXE fills it in:
+//	                                      address:netmask:gateway:dns:mac, the last three may be empty);
+//	                                      the init configures it on the NIC with that MAC and skips DHCP
 //
 // An IPv6 address is bracketed, as in bootd.nfs=[fd00::1]:2049:/bookworm/3.
 // The last three are optional: absent, the node does not report, forward
@@ -44,6 +48,51 @@ type Params struct {
 	Report    netip.AddrPort
 	Log       netip.AddrPort
 	Console   netip.AddrPort
+	// Addr is bootd.ip, when present and whole; Args never writes it
+	// (the firmware does, with the address it holds).
+	Addr *StaticAddr
+}
+
+// StaticAddr is the address the firmware got, handed to the init.
+type StaticAddr struct {
+	Prefix  netip.Prefix // address and netmask
+	Gateway netip.Addr   // may be invalid: none
+	DNS     netip.Addr   // may be invalid: none
+	MAC     net.HardwareAddr
+}
+
+// parseStaticAddr reads bootd.ip; nil when it says nothing usable, and the
+// init then asks DHCP (an iPXE that had no DNS leaves that field empty;
+// one that had no address at all writes "::::").
+func parseStaticAddr(v string) *StaticAddr {
+	f := strings.SplitN(v, ":", 5)
+	if len(f) != 5 {
+		return nil
+	}
+	ip, err1 := netip.ParseAddr(f[0])
+	mask, err2 := netip.ParseAddr(f[1])
+	if err1 != nil || err2 != nil || !ip.Is4() || !mask.Is4() || ip.IsUnspecified() {
+		return nil
+	}
+	ones, bits := net.IPMask(mask.AsSlice()).Size()
+	if bits == 0 || ones == 0 {
+		return nil
+	}
+	a := &StaticAddr{Prefix: netip.PrefixFrom(ip, ones)}
+	if f[2] != "" {
+		if a.Gateway, err1 = netip.ParseAddr(f[2]); err1 != nil || !a.Gateway.Is4() || a.Gateway.IsUnspecified() {
+			return nil
+		}
+	}
+	if f[3] != "" {
+		if a.DNS, err1 = netip.ParseAddr(f[3]); err1 != nil || !a.DNS.Is4() {
+			return nil
+		}
+	}
+	if a.MAC, err1 = net.ParseMAC(f[4]); err1 != nil || len(a.MAC) != 6 {
+		return nil
+	}
+	return a
 }
 
 // What the init writes under /run/bootd (which it hands over to the booted
@@ -192,6 +241,8 @@ func ParseCmdline(cmdline string) (Params, error) {
 			p.Init = v
 		case "bootd.debug":
 			p.Debug = true
+		case "bootd.ip":
+			p.Addr = parseStaticAddr(v)
 		case "bootd.report", "bootd.log", "bootd.console":
 			ap, err := parseAddrPort(k, v)
 			if err != nil {

@@ -28,11 +28,12 @@ var ErrIgnored = errors.New("machine not in the node table and unknown_nodes is 
 type Arch uint16
 
 const (
-	ArchBIOS     Arch = 0
-	ArchEFIx64   Arch = 7
-	ArchEFIBC    Arch = 9 // "EFI BC", sent by x64 firmware that misreads the spec
-	ArchEFIIA32  Arch = 6
-	ArchEFIARM64 Arch = 11
+	ArchBIOS       Arch = 0
+	ArchEFIx64     Arch = 7
+	ArchEFIBC      Arch = 9 // "EFI BC", sent by x64 firmware that misreads the spec
+	ArchEFIIA32    Arch = 6
+	ArchEFIARM64   Arch = 11
+	ArchEFIx64HTTP Arch = 16 // x64 UEFI HTTP Boot
 )
 
 // Firmware is the kind of boot loader a client needs.
@@ -59,7 +60,7 @@ func FirmwareFor(a Arch) Firmware {
 	switch a {
 	case ArchBIOS:
 		return FirmwareBIOS
-	case ArchEFIx64, ArchEFIBC:
+	case ArchEFIx64, ArchEFIBC, ArchEFIx64HTTP:
 		return FirmwareEFI64
 	}
 	return FirmwareUnsupported
@@ -76,19 +77,52 @@ func (f Firmware) Loader() string {
 	return ""
 }
 
-// Planner makes boot plans from the node table and the image store.
-type Planner struct {
+// Options configure a Planner.
+type Options struct {
 	Nodes       *nodes.Table
 	Defaults    nodes.Defaults
 	BootUnknown bool
 	Store       *store.Store
-	NFS         netip.AddrPort // where nodes reach bootd's NFS export
-	// Where nodes reach bootd's HTTP server (stage reports), syslog
-	// receiver and netconsole receiver; each left unset when bootd does
-	// not listen, and written on the command line only when a node can
-	// send to it (Params.Args).
-	Report, Log, Console netip.AddrPort
+	// Loaders maps the names of the loader files bootd serves
+	// (pxelinux.0, syslinux.efi, undionly.kpxe, ...) to files on this host.
+	Loaders map[string]string
+	// Where nodes reach bootd's NFS export, HTTP server (boot files over
+	// HTTP and stage reports), syslog receiver and netconsole receiver;
+	// each left unset when bootd does not listen. Each is written on the
+	// command line only when a node can send to it (Params.Args).
+	NFS, HTTP, Log, Console netip.AddrPort
+	// IPXE says which firmware boots over HTTP (IPXEOff without HTTP).
+	IPXE IPXEMode
 }
+
+// Planner makes boot plans from the node table and the image store. It
+// is the one place that knows what a machine boots; the DHCP, TFTP and
+// HTTP servers only ask it.
+type Planner struct {
+	nodes       *nodes.Table
+	defaults    nodes.Defaults
+	bootUnknown bool
+	store       *store.Store
+	loaders     map[string]string
+	nfs, http   netip.AddrPort
+	log, cons   netip.AddrPort
+	ipxe        IPXEMode
+}
+
+// NewPlanner returns a planner for o.
+func NewPlanner(o Options) *Planner {
+	if o.Nodes == nil {
+		o.Nodes, _ = nodes.NewTable(nil)
+	}
+	if !usable(o.HTTP) {
+		o.IPXE = IPXEOff
+	}
+	return &Planner{nodes: o.Nodes, defaults: o.Defaults, bootUnknown: o.BootUnknown, store: o.Store,
+		loaders: o.Loaders, nfs: o.NFS, http: o.HTTP, log: o.Log, cons: o.Console, ipxe: o.IPXE}
+}
+
+// Nodes is the node table, in its order.
+func (p *Planner) Nodes() []nodes.Node { return p.nodes.All() }
 
 // Spec is what one machine boots.
 type Spec struct {
@@ -105,33 +139,33 @@ type Spec struct {
 
 // Serves reports whether bootd answers this machine at all.
 func (p *Planner) Serves(mac net.HardwareAddr) bool {
-	if _, ok := p.Nodes.Lookup(mac); ok {
+	if _, ok := p.nodes.Lookup(mac); ok {
 		return true
 	}
-	return p.BootUnknown
+	return p.bootUnknown
 }
 
 // Node returns the machine's node table entry, if any.
-func (p *Planner) Node(mac net.HardwareAddr) (nodes.Node, bool) { return p.Nodes.Lookup(mac) }
+func (p *Planner) Node(mac net.HardwareAddr) (nodes.Node, bool) { return p.nodes.Lookup(mac) }
 
 // Plan resolves what the machine boots now.
 func (p *Planner) Plan(mac net.HardwareAddr) (Spec, error) {
-	n, known := p.Nodes.Lookup(mac)
-	if !known && !p.BootUnknown {
+	n, known := p.nodes.Lookup(mac)
+	if !known && !p.bootUnknown {
 		return Spec{}, ErrIgnored
 	}
 	image := n.Image
 	if image == "" {
-		image = p.Defaults.Image
+		image = p.defaults.Image
 	}
 	if image == "" {
 		return Spec{}, fmt.Errorf("node %s: no image (set defaults.image or the node's image)", mac)
 	}
-	gen, err := p.Store.Current(image)
+	gen, err := p.store.Current(image)
 	if err != nil {
 		return Spec{}, fmt.Errorf("node %s: %w", mac, err)
 	}
-	append_ := strings.TrimSpace(strings.Join([]string{p.Defaults.Append, n.Append}, " "))
+	append_ := strings.TrimSpace(strings.Join([]string{p.defaults.Append, n.Append}, " "))
 	s := Spec{
 		MAC:        mac,
 		Hostname:   n.Hostname,
@@ -139,23 +173,23 @@ func (p *Planner) Plan(mac net.HardwareAddr) (Spec, error) {
 		Generation: gen,
 		Kernel:     KernelPath(image, gen),
 		Initrd:     InitrdPath(image, gen),
-		Console:    p.Defaults.Console,
+		Console:    p.defaults.Console,
 		Append:     append_,
 		Params: Params{
-			NFS:      p.NFS,
+			NFS:      p.nfs,
 			Export:   fmt.Sprintf("/%s/%d", image, gen),
 			Hostname: n.Hostname,
 			BootIF:   mac,
-			Report:   p.Report,
-			Log:      p.Log,
-			Console:  p.Console,
+			Report:   p.http,
+			Log:      p.log,
+			Console:  p.cons,
 		},
 	}
 	return s, nil
 }
 
-// KernelPath and InitrdPath are the TFTP names of a generation's boot
-// files; the TFTP server maps them back with ParseBootPath.
+// KernelPath and InitrdPath are the boot-tree names of a generation's
+// boot files; BootFile maps them back.
 func KernelPath(image string, gen int) string { return fmt.Sprintf("images/%s/%d/vmlinuz", image, gen) }
 
 // InitrdPath: see KernelPath.

@@ -19,6 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/image"
 	"github.com/bootd/bootd/nodes"
 	"github.com/bootd/bootd/store"
@@ -183,9 +184,20 @@ type HTTP struct {
 	// they show every node. Default: the networks of nfs.allow and
 	// loopback.
 	Allow []string `yaml:"allow"`
+	// Boot says which firmware fetches its kernel and initrd from this
+	// server (under /boot/) instead of over TFTP: "chain" (the default)
+	// sends every PXE firmware to iPXE (undionly.kpxe, snponly.efi over
+	// TFTP) and iPXE to an HTTP script; "ipxe" does that only for firmware
+	// that already is iPXE, and gives plain PXE ROMs pxelinux/syslinux;
+	// "off" serves every node over TFTP.
+	Boot string `yaml:"boot"`
 
 	allow []netip.Prefix
+	boot  boot.IPXEMode
 }
+
+// BootMode returns http.boot parsed.
+func (h HTTP) BootMode() boot.IPXEMode { return h.boot }
 
 // AllowPrefixes returns http.allow parsed, or its default.
 func (h HTTP) AllowPrefixes() []netip.Prefix { return h.allow }
@@ -242,6 +254,9 @@ func DefaultLoaders() map[string]string {
 		"ldlinux.c32":  "/usr/lib/syslinux/modules/bios/ldlinux.c32",
 		"syslinux.efi": "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi",
 		"ldlinux.e64":  "/usr/lib/syslinux/modules/efi64/ldlinux.e64",
+		// iPXE, which http.boot: chain sends plain PXE firmware to.
+		boot.ChainBIOS: "/usr/lib/ipxe/undionly.kpxe",
+		boot.ChainEFI:  "/usr/lib/ipxe/snponly.efi",
 	}
 }
 
@@ -260,7 +275,7 @@ func Default() Config {
 		DHCP:         DHCP{Mode: "proxy"},
 		TFTP:         TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us"},
 		Syslog:       Syslog{MaxFileMB: 64},
-		HTTP:         HTTP{Listen: "0.0.0.0:8080"},
+		HTTP:         HTTP{Listen: "0.0.0.0:8080", Boot: "chain"},
 		Console:      Console{Listen: "0.0.0.0:6666"},
 		Status:       Status{LostAfter: "10m", LogLines: 500, LogKiB: 128, MaxNodes: 4096, ProbeEvery: "20s"},
 		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
@@ -381,7 +396,7 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	loaders := DefaultLoaders()
 	for name, path := range c.TFTP.Loaders {
 		if _, known := loaders[name]; !known {
-			return fail("tftp.loaders."+name, "unknown loader (known: ldlinux.c32, ldlinux.e64, pxelinux.0, syslinux.efi)")
+			return fail("tftp.loaders."+name, "unknown loader (known: ldlinux.c32, ldlinux.e64, pxelinux.0, snponly.efi, syslinux.efi, undionly.kpxe)")
 		}
 		if !filepath.IsAbs(path) {
 			return fail("tftp.loaders."+name, "want an absolute file path, got %q", path)
@@ -460,6 +475,12 @@ func (c *Config) validateStatus(fail func(key, format string, args ...any) error
 		}
 	}
 	var err error
+	if c.HTTP.Boot == "" {
+		c.HTTP.Boot = "chain"
+	}
+	if c.HTTP.boot, err = boot.ParseIPXEMode(c.HTTP.Boot); err != nil {
+		return fail("http.boot", "%v", err)
+	}
 	if c.HTTP.allow, err = allowList("http.allow", c.HTTP.Allow, fail); err != nil {
 		return err
 	}

@@ -105,7 +105,7 @@ func NewFull(cfg FullConfig) (*Full, error) {
 	if err := f.setRange(); err != nil {
 		return nil, err
 	}
-	for _, n := range cfg.Planner.Nodes.All() {
+	for _, n := range cfg.Planner.Nodes() {
 		if n.Addr().IsValid() {
 			f.fixed[n.Addr()] = true
 		}
@@ -529,11 +529,17 @@ func (f *Full) answer(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, a netip.Addr, l
 	if n, ok := f.cfg.Planner.Node(req.ClientHWAddr); ok && n.Hostname != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(n.Hostname)))
 	}
-	fw, _ := pxeFirmware(req)
+	c, _ := clientOf(req)
+	fw := c.Firmware
 	file := ""
 	if fw != boot.FirmwareUnsupported && f.cfg.Planner.Serves(req.ClientHWAddr) {
-		file = fw.Loader()
+		file = f.cfg.Planner.FirstStage(c)
+	}
+	if file != "" {
 		mods = append(mods, dhcpv4.WithServerIP(server), dhcpv4.WithOption(dhcpv4.OptBootFileName(file)))
+		if c.HTTPBoot {
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient")))
+		}
 	}
 	if req.ClientIPAddr == nil || req.ClientIPAddr.IsUnspecified() {
 		mods = append(mods, dhcpv4.WithBroadcast(true))
@@ -553,7 +559,7 @@ func (f *Full) answer(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, a netip.Addr, l
 			hostname = n.Hostname
 		}
 		f.cfg.Events.Record(events.Event{MAC: req.ClientHWAddr.String(), IP: a.String(), Stage: events.StageDHCP,
-			Firmware: fw.String(), Hostname: hostname, Detail: fmt.Sprintf("full dhcp: lease %s, %s", a, file)})
+			Firmware: fw.String(), Hostname: hostname, Chained: c.IPXE, Detail: fmt.Sprintf("full dhcp: lease %s, %s", a, file)})
 	}
 	// An ACK is worth a line each; a storm's OFFERs only when debugging.
 	level := slog.LevelDebug

@@ -44,7 +44,7 @@ func newFullNet(t *testing.T, leaseFile string, now *time.Time, nw Network) (*Fu
 		t.Fatal(err)
 	}
 	return NewFull(FullConfig{
-		Config: Config{ServerIP: server, Planner: &boot.Planner{Nodes: table, BootUnknown: false},
+		Config: Config{ServerIP: server, Planner: boot.NewPlanner(boot.Options{Nodes: table}),
 			Events: events.New(16), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		Network:   nw,
 		LeaseFile: leaseFile,

@@ -143,7 +143,7 @@ func (m *Metrics) setLeases(n int) {
 // firmwareReason tells pxeFirmware's two refusals apart: a client that is
 // not PXE at all, or a PXE client bootd has no loader for.
 func firmwareReason(req *dhcpv4.DHCPv4) reason {
-	if !strings.HasPrefix(req.ClassIdentifier(), "PXEClient") {
+	if c := req.ClassIdentifier(); !strings.HasPrefix(c, "PXEClient") && !strings.HasPrefix(c, "HTTPClient") {
 		return reasonNotPXE
 	}
 	return reasonUnsupportedArch

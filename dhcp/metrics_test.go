@@ -102,7 +102,7 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{ServerIP: server, Planner: &boot.Planner{Nodes: table}, Events: events.New(16),
+	cfg := Config{ServerIP: server, Planner: boot.NewPlanner(boot.Options{Nodes: table}), Events: events.New(16),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Relays: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Metrics: m}
 	p := NewProxy(cfg)
 	send, cl := serveWith(t, p.serve)

@@ -88,7 +88,7 @@ func planner(t *testing.T) *boot.Planner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &boot.Planner{Nodes: table}
+	return boot.NewPlanner(boot.Options{Nodes: table})
 }
 
 // TestNClient4Proxy: insomniacslk's client, over a real interface, gets a

@@ -28,6 +28,7 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -256,22 +257,27 @@ func loop(ctx context.Context, log *slog.Logger, reply replyFunc, m *Metrics, md
 	}
 }
 
-// pxeFirmware says which loader family a PXE client needs, or why it is
-// not a PXE client bootd can serve: option 60 must start with "PXEClient"
-// and option 93 must name BIOS or x86-64 UEFI.
-func pxeFirmware(req *dhcpv4.DHCPv4) (boot.Firmware, string) {
-	if !strings.HasPrefix(req.ClassIdentifier(), "PXEClient") {
-		return boot.FirmwareUnsupported, "not a PXE client"
+// clientOf reads what a request says about the firmware that sent it, or
+// why it is not firmware bootd can serve: option 60 must start with
+// "PXEClient" (or "HTTPClient", UEFI HTTP Boot) and option 93 must name
+// BIOS or x86-64 UEFI.
+func clientOf(req *dhcpv4.DHCPv4) (boot.Client, string) {
+	class := req.ClassIdentifier()
+	c := boot.Client{MAC: req.ClientHWAddr, HTTPBoot: strings.HasPrefix(class, "HTTPClient"),
+		// iPXE sends "iPXE" bare, not in RFC 3004's length-prefixed form.
+		IPXE: bytes.Contains(req.GetOneOption(dhcpv4.OptionUserClassInformation), []byte("iPXE"))}
+	if !c.HTTPBoot && !strings.HasPrefix(class, "PXEClient") {
+		return c, "not a PXE client"
 	}
 	archs := req.ClientArch()
 	if len(archs) == 0 {
-		return boot.FirmwareUnsupported, "PXE client without option 93"
+		return c, "PXE client without option 93"
 	}
-	fw := boot.FirmwareFor(boot.Arch(archs[0]))
-	if fw == boot.FirmwareUnsupported {
-		return fw, fmt.Sprintf("unsupported client architecture %d", uint16(archs[0]))
+	c.Firmware = boot.FirmwareFor(boot.Arch(archs[0]))
+	if c.Firmware == boot.FirmwareUnsupported {
+		return c, fmt.Sprintf("unsupported client architecture %d", uint16(archs[0]))
 	}
-	return fw, ""
+	return c, ""
 }
 
 // Reply builds the answer to a request that arrived on port (67 or 4011)
@@ -288,7 +294,8 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 		p.cfg.Metrics.ignore(p.mode, reasonRelayRefused)
 		return nil, nil
 	}
-	fw, why := pxeFirmware(req)
+	c, why := clientOf(req)
+	fw := c.Firmware
 	if fw == boot.FirmwareUnsupported {
 		log.Debug("ignored: "+why, "class", req.ClassIdentifier())
 		p.cfg.Metrics.ignore(p.mode, firmwareReason(req))
@@ -311,23 +318,35 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 		p.cfg.Metrics.ignore(p.mode, reasonUnknownNode)
 		return nil, nil
 	}
+	file := p.cfg.Planner.FirstStage(c)
+	if file == "" {
+		log.Debug("ignored: UEFI HTTP Boot, and bootd's HTTP boot path is off")
+		p.cfg.Metrics.ignore(p.mode, reasonUnsupportedArch)
+		return nil, nil
+	}
+	vendorClass := "PXEClient"
+	if c.HTTPBoot {
+		// EDK2 takes a URL only from an offer of its own class.
+		vendorClass = "HTTPClient"
+	}
 	server := net.IP(p.cfg.ServerIP.AsSlice())
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(replyType),
 		dhcpv4.WithServerIP(server),
 		dhcpv4.WithYourIP(net.IPv4zero),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(server)),
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(vendorClass)),
 	}
 	if uuid := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); uuid != nil {
 		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientMachineIdentifier, uuid))
 	}
-	file := fw.Loader()
-	withFile := fw == boot.FirmwareBIOS || port == PortPXE
+	// UEFI PXE firmware gets its file on port 4011 only (see the package
+	// comment); iPXE and HTTP Boot take it from the first offer.
+	withFile := fw == boot.FirmwareBIOS || c.IPXE || c.HTTPBoot || port == PortPXE
 	if withFile {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptBootFileName(file)))
 	}
-	if fw == boot.FirmwareBIOS {
+	if fw == boot.FirmwareBIOS && !c.HTTPBoot {
 		// PXE vendor options: discovery control (6) = 8, boot the file named.
 		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
 	}
@@ -352,8 +371,8 @@ func (p *Proxy) Reply(req *dhcpv4.DHCPv4, port int, peer net.Addr) (*dhcpv4.DHCP
 	default:
 		dest = &net.UDPAddr{IP: net.IPv4bcast, Port: PortClient}
 	}
-	ev := events.Event{MAC: mac.String(), Stage: events.StageDHCP, Firmware: fw.String(),
-		Detail: fmt.Sprintf("proxy dhcp: %s %s via port %d", fw, strings.ToLower(replyType.String()), port)}
+	ev := events.Event{MAC: mac.String(), Stage: events.StageDHCP, Firmware: fw.String(), Chained: c.IPXE,
+		Detail: fmt.Sprintf("proxy dhcp: %s %s via port %d: %s", fw, strings.ToLower(replyType.String()), port, file)}
 	if n, ok := p.cfg.Planner.Node(mac); ok {
 		ev.Hostname = n.Hostname
 	}

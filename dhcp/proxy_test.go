@@ -34,7 +34,7 @@ func newProxy(t testing.TB, bootUnknown bool) (*Proxy, *events.Log) {
 	evs := events.New(16)
 	return NewProxy(Config{
 		ServerIP: server,
-		Planner:  &boot.Planner{Nodes: table, BootUnknown: bootUnknown},
+		Planner:  boot.NewPlanner(boot.Options{Nodes: table, BootUnknown: bootUnknown}),
 		Events:   evs,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Relays:   []netip.Addr{netip.MustParseAddr("10.9.0.1")},
@@ -252,5 +252,59 @@ func TestGrowReadBuffer(t *testing.T) {
 	}
 	if got < want {
 		t.Fatalf("SO_RCVBUF = %d, want at least %d", got, want)
+	}
+}
+
+// TestHTTPBootPath: iPXE gets its script's URL in the first offer, plain
+// UEFI PXE firmware is chained to snponly.efi on port 4011, UEFI HTTP Boot
+// gets a URL to snponly.efi in an offer of its own class.
+func TestHTTPBootPath(t *testing.T) {
+	table, _ := nodes.NewTable([]nodes.Node{{MAC: known.String(), Hostname: "n1"}})
+	mk := func(mode boot.IPXEMode) *Proxy {
+		return NewProxy(Config{ServerIP: server, Events: events.New(16), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Planner: boot.NewPlanner(boot.Options{Nodes: table, IPXE: mode, HTTP: netip.MustParseAddrPort("10.213.0.1:8080")})})
+	}
+	script := "http://10.213.0.1:8080/boot/52-54-00-bd-00-01.ipxe"
+	for _, c := range []struct {
+		name  string
+		mode  boot.IPXEMode
+		r     req
+		port  int
+		file  string // "" = no file; "-" = no reply
+		class string
+		opt43 bool
+	}{
+		{"bios ipxe", boot.IPXEChain, req{mt: dhcpv4.MessageTypeDiscover, class: "PXEClient:Arch:00000:UNDI:002001", arch: arch(iana.INTEL_X86PC), ipxe: true}, PortDHCP, script, "PXEClient", true},
+		{"bios ipxe, mode ipxe", boot.IPXEOnly, req{mt: dhcpv4.MessageTypeDiscover, class: "PXEClient:Arch:00000:UNDI:002001", arch: arch(iana.INTEL_X86PC), ipxe: true}, PortDHCP, script, "PXEClient", true},
+		{"bios pxe, chain", boot.IPXEChain, req{mt: dhcpv4.MessageTypeDiscover, class: "PXEClient:Arch:00000:UNDI:002001", arch: arch(iana.INTEL_X86PC)}, PortDHCP, "undionly.kpxe", "PXEClient", true},
+		{"bios pxe, mode ipxe", boot.IPXEOnly, req{mt: dhcpv4.MessageTypeDiscover, class: "PXEClient:Arch:00000:UNDI:002001", arch: arch(iana.INTEL_X86PC)}, PortDHCP, "pxelinux.0", "PXEClient", true},
+		{"uefi pxe offer, chain", boot.IPXEChain, req{mt: dhcpv4.MessageTypeDiscover, class: "PXEClient:Arch:00007:UNDI:003000", arch: arch(iana.EFI_X86_64)}, PortDHCP, "", "PXEClient", false},
+		{"uefi pxe 4011, chain", boot.IPXEChain, req{mt: dhcpv4.MessageTypeRequest, class: "PXEClient:Arch:00007:UNDI:003000", arch: arch(iana.EFI_X86_64)}, PortPXE, "snponly.efi", "PXEClient", false},
+		{"uefi ipxe", boot.IPXEChain, req{mt: dhcpv4.MessageTypeDiscover, class: "PXEClient:Arch:00007:UNDI:003000", arch: arch(iana.EFI_X86_64), ipxe: true}, PortDHCP, script, "PXEClient", false},
+		{"uefi http boot", boot.IPXEOnly, req{mt: dhcpv4.MessageTypeDiscover, class: "HTTPClient:Arch:00016:UNDI:003001", arch: arch(iana.Arch(16))}, PortDHCP, "http://10.213.0.1:8080/boot/snponly.efi", "HTTPClient", false},
+		{"uefi http boot, path off", boot.IPXEOff, req{mt: dhcpv4.MessageTypeDiscover, class: "HTTPClient:Arch:00016:UNDI:003001", arch: arch(iana.Arch(16))}, PortDHCP, "-", "", false},
+		{"bios ipxe, path off", boot.IPXEOff, req{mt: dhcpv4.MessageTypeDiscover, class: "PXEClient:Arch:00000:UNDI:002001", arch: arch(iana.INTEL_X86PC), ipxe: true}, PortDHCP, "pxelinux.0", "PXEClient", true},
+	} {
+		c.r.mac = known
+		resp, _ := mk(c.mode).Reply(c.r.packet(t), c.port, client)
+		if c.file == "-" {
+			if resp != nil {
+				t.Errorf("%s: answered %v", c.name, resp.Summary())
+			}
+			continue
+		}
+		if resp == nil {
+			t.Errorf("%s: no answer", c.name)
+			continue
+		}
+		if resp.BootFileName != c.file || string(resp.GetOneOption(dhcpv4.OptionBootfileName)) != c.file {
+			t.Errorf("%s: file %q, option 67 %q, want %q", c.name, resp.BootFileName, resp.GetOneOption(dhcpv4.OptionBootfileName), c.file)
+		}
+		if resp.ClassIdentifier() != c.class {
+			t.Errorf("%s: option 60 %q, want %q", c.name, resp.ClassIdentifier(), c.class)
+		}
+		if got := resp.GetOneOption(dhcpv4.OptionVendorSpecificInformation) != nil; got != c.opt43 {
+			t.Errorf("%s: option 43 present %v", c.name, got)
+		}
 	}
 }

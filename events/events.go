@@ -21,10 +21,28 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bootd/bootd/boot"
 )
 
 // Stage names a step of a node's boot.
 type Stage string
+
+// FetchStage is the stage that fetching a boot file of kind k marks, over
+// TFTP or HTTP.
+func FetchStage(k boot.Kind) Stage {
+	switch k {
+	case boot.KindLoader:
+		return StageLoader
+	case boot.KindConfig:
+		return StageConfig
+	case boot.KindKernel:
+		return StageKernel
+	case boot.KindInitrd:
+		return StageInitrd
+	}
+	return ""
+}
 
 // The stages of a boot, in the order a node passes them; Lost ends a boot
 // that stopped short of Up (no report within Limits.LostAfter of its last
@@ -72,6 +90,9 @@ type Event struct {
 	Firmware   string    `json:"firmware,omitempty"`   // DHCP: bios, uefi, ...
 	Image      string    `json:"image,omitempty"`      // config, mount, root: the image...
 	Generation int       `json:"generation,omitempty"` // ...and the generation pinned
+	// Chained marks a DHCP from iPXE: right after a loader stage it is
+	// the iPXE that loader chained to, still in the same boot.
+	Chained bool `json:"chained,omitempty"`
 }
 
 // At is when a boot reached a stage.
@@ -389,6 +410,9 @@ func (l *Log) update(n *Node, e Event) {
 	switch {
 	case b == nil || b.over():
 		b = l.newBoot(n, e.Time)
+	case e.Stage == StageDHCP && e.Chained && b.Last().Stage == StageLoader:
+		// The iPXE that the loader stage chained to asks again: the
+		// same boot.
 	case e.Stage == StageDHCP && b.Last().Stage != StageDHCP:
 		// Firmware asks again (port 67, then 4011; a loader that does
 		// DHCP itself) within one boot; after any later stage, DHCP is a

@@ -19,9 +19,9 @@ func clock(lim Limits) (*Log, *time.Time) {
 
 const mac1, ip1 = "52:54:00:bd:00:01", "10.0.0.11"
 
-// boot plays the events of one boot, the way the servers report them: the
+// playBoot plays the events of one boot, the way the servers report them: the
 // loader's first file before anything joins its address to its MAC.
-func boot(l *Log, now *time.Time, mac, ip string, upTo Stage) {
+func playBoot(l *Log, now *time.Time, mac, ip string, upTo Stage) {
 	step := func(e Event) {
 		*now = now.Add(2 * time.Second)
 		l.Record(e)
@@ -54,7 +54,7 @@ func stages(b *Boot) string {
 
 func TestBootJoinsAddressAndMAC(t *testing.T) {
 	l, now := clock(Limits{})
-	boot(l, now, mac1, ip1, StageUp)
+	playBoot(l, now, mac1, ip1, StageUp)
 	n, ok := l.Node(mac1)
 	if !ok {
 		t.Fatal("no record")
@@ -92,10 +92,37 @@ func TestRepeatedDHCPIsOneBoot(t *testing.T) {
 	}
 }
 
+// TestChainedIPXEIsOneBoot: PXE firmware fetches iPXE (the loader stage),
+// and iPXE asks DHCP again; that is the same boot. A DHCP after the loader
+// that is not iPXE's is a new one.
+func TestChainedIPXEIsOneBoot(t *testing.T) {
+	l, now := clock(Limits{})
+	for _, e := range []Event{
+		{MAC: mac1, Stage: StageDHCP},
+		{MAC: mac1, IP: ip1, Stage: StageLoader},
+		{MAC: mac1, Stage: StageDHCP, Chained: true},
+		{MAC: mac1, IP: ip1, Stage: StageConfig},
+	} {
+		*now = now.Add(time.Second)
+		l.Record(e)
+	}
+	n, _ := l.Node(mac1)
+	if len(n.Boots) != 1 || stages(n.Current()) != "dhcp loader config" {
+		t.Errorf("chained iPXE: boots %+v", n.Boots)
+	}
+	*now = now.Add(time.Second)
+	l.Record(Event{MAC: mac1, IP: ip1, Stage: StageLoader})
+	*now = now.Add(time.Second)
+	l.Record(Event{MAC: mac1, Stage: StageDHCP, Chained: true}) // after config: a new boot
+	if n, _ := l.Node(mac1); len(n.Boots) != 2 {
+		t.Errorf("iPXE DHCP after the config stage: boots %+v", n.Boots)
+	}
+}
+
 func TestRestartBeforeUpIsLost(t *testing.T) {
 	l, now := clock(Limits{})
-	boot(l, now, mac1, ip1, StageKernel)
-	boot(l, now, mac1, ip1, StageUp)
+	playBoot(l, now, mac1, ip1, StageKernel)
+	playBoot(l, now, mac1, ip1, StageUp)
 	n, _ := l.Node(mac1)
 	if len(n.Boots) != 2 {
 		t.Fatalf("boots: %d", len(n.Boots))
@@ -110,7 +137,7 @@ func TestRestartBeforeUpIsLost(t *testing.T) {
 
 func TestSweepMarksStalledBootLost(t *testing.T) {
 	l, now := clock(Limits{LostAfter: time.Minute})
-	boot(l, now, mac1, ip1, StageRoot)
+	playBoot(l, now, mac1, ip1, StageRoot)
 	*now = now.Add(59 * time.Second)
 	l.Sweep()
 	if n, _ := l.Node(mac1); n.Stage != StageRoot {
@@ -123,7 +150,7 @@ func TestSweepMarksStalledBootLost(t *testing.T) {
 		t.Errorf("after the timeout: %s %q", n.Stage, n.Current().Last().Detail)
 	}
 	// An up node is not lost by silence; the next boot starts anew.
-	boot(l, now, mac1, ip1, StageUp)
+	playBoot(l, now, mac1, ip1, StageUp)
 	*now = now.Add(time.Hour)
 	l.Sweep()
 	if n, _ := l.Node(mac1); n.Stage != StageUp || len(n.Boots) != 2 {
@@ -163,7 +190,7 @@ func TestNodeRecordsAreBounded(t *testing.T) {
 		t.Error("an evicted node's address still joined")
 	}
 	for range 4 {
-		boot(l, now, mac1, ip1, StageUp)
+		playBoot(l, now, mac1, ip1, StageUp)
 	}
 	if n, _ := l.Node(mac1); len(n.Boots) != 2 {
 		t.Errorf("boots kept: %d", len(n.Boots))
@@ -172,7 +199,7 @@ func TestNodeRecordsAreBounded(t *testing.T) {
 
 func TestConsoleIsBoundedAndClean(t *testing.T) {
 	l, now := clock(Limits{Lines: 10, LineBytes: 1000})
-	boot(l, now, mac1, ip1, StageConfig)
+	playBoot(l, now, mac1, ip1, StageConfig)
 	// A line split over datagrams is joined.
 	l.Console(ip1, "Linux version 6.12", time.Time{})
 	l.Console(ip1, ".117\nsecond\x1b[2J line\r\n", time.Time{})
@@ -205,7 +232,7 @@ func TestConsoleIsBoundedAndClean(t *testing.T) {
 func TestRecordsSurviveRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "run", "nodes.json")
 	l, now := clock(Limits{})
-	boot(l, now, mac1, ip1, StageUp)
+	playBoot(l, now, mac1, ip1, StageUp)
 	l.Console(ip1, "login:\n", time.Time{})
 	if err := l.Save(path); err != nil {
 		t.Fatal(err)
@@ -220,7 +247,7 @@ func TestRecordsSurviveRestart(t *testing.T) {
 	}
 	// The next boot goes on from the record.
 	m.now = l.now
-	boot(m, now, mac1, ip1, StageLoader)
+	playBoot(m, now, mac1, ip1, StageLoader)
 	if n, _ := m.Node(mac1); len(n.Boots) != 2 {
 		t.Errorf("boots after restart: %d", len(n.Boots))
 	}

@@ -247,7 +247,10 @@ func Build(w io.Writer, opt Options) (Result, error) {
 
 	man := Manifest{Kernel: kver, Load: load, NIC: nics}
 	manJSON, _ := json.MarshalIndent(man, "", "  ")
-	sub := mods.Subset(paths)
+	// Modules go in decompressed: the kernel unpacks the whole initrd
+	// natively, where the init would decompress each .ko.xz in Go (seconds
+	// under emulation, and on every boot).
+	sub := mods.Subset(paths).Uncompressed()
 	var dep, alias, soft bytes.Buffer
 	sub.WriteDep(&dep)
 	sub.WriteAlias(&alias)
@@ -277,7 +280,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("reading module %s: %w", p, err)
 		}
-		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join(lib, p), Mode: cpio.S_IFREG | 0o644}))
+		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join(lib, UncompressedName(p)), Mode: cpio.S_IFREG | 0o644}))
 		// NICs such as bnx2x and tg3 need firmware files: carry those
 		// the image has.
 		for _, fw := range fws {
@@ -396,35 +399,31 @@ func kernelHas(img *imageroot.Root, kver, line string) bool {
 	return bytes.Contains(b, []byte("\n"+line+"\n"))
 }
 
-// readModule returns a module file of the image and the firmware files
-// it asks for.
+// readModule returns a module of the image, decompressed (.ko.xz,
+// .ko.zst), and the firmware files it asks for.
 func readModule(img *imageroot.Root, name string) ([]byte, []string, error) {
 	f, err := img.Open(name)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, nil, err
-	}
-	return b, moduleFirmware(f), nil
-}
-
-// moduleFirmware lists the firmware files a module asks for (its
-// .modinfo "firmware=" entries), decompressing .ko.xz/.ko.zst as needed.
-func moduleFirmware(f *os.File) []string {
 	r, err := kmodule.CompressionReader(f)
 	if err != nil {
-		return nil
+		return nil, nil, err
+	}
+	if r == nil {
+		r = f
 	}
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return nil
+		return nil, nil, err
 	}
+	return b, moduleFirmware(b), nil
+}
+
+// moduleFirmware lists the firmware files a module asks for (its
+// .modinfo "firmware=" entries).
+func moduleFirmware(b []byte) []string {
 	ef, err := elf.NewFile(bytes.NewReader(b))
 	if err != nil {
 		return nil

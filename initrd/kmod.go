@@ -220,6 +220,34 @@ func (m *Modules) Subset(paths []string) *Modules {
 	return s
 }
 
+// Uncompressed returns the index with every module path named as its
+// decompressed file (kernel/fs/nfs/nfs.ko.xz becomes .../nfs.ko): the
+// generator carries modules decompressed.
+func (m *Modules) Uncompressed() *Modules {
+	s := &Modules{Deps: map[string][]string{}, byName: map[string]string{}, Aliases: m.Aliases, Soft: m.Soft}
+	for p, d := range m.Deps {
+		nd := make([]string, len(d))
+		for i, x := range d {
+			nd[i] = UncompressedName(x)
+		}
+		s.Deps[UncompressedName(p)] = nd
+	}
+	for n, p := range m.byName {
+		s.byName[n] = UncompressedName(p)
+	}
+	return s
+}
+
+// UncompressedName is a module path without its compression suffix.
+func UncompressedName(p string) string {
+	for _, ext := range []string{".xz", ".zst", ".gz"} {
+		if q, ok := strings.CutSuffix(p, ".ko"+ext); ok {
+			return q + ".ko"
+		}
+	}
+	return p
+}
+
 // WriteDep writes modules.dep for the index, sorted.
 func (m *Modules) WriteDep(w io.Writer) {
 	var ps []string

@@ -33,6 +33,9 @@ type Options struct {
 	Timeout  time.Duration // per node, power-on to multi-user
 	// LostAfter is bootd's status.lost_after in the lab (default "3m").
 	LostAfter string
+	// Boot is bootd's http.boot in the lab: chain (bootd's default), ipxe
+	// or off.
+	Boot string
 }
 
 // Stages of a node's boot that the lab follows, in order: bootd's, from
@@ -79,6 +82,9 @@ func (o *Options) defaults() {
 	if o.LostAfter == "" {
 		o.LostAfter = "3m"
 	}
+	if o.Boot == "" {
+		o.Boot = "chain"
+	}
 	if o.Timeout == 0 {
 		o.Timeout = 6 * time.Minute
 	}
@@ -114,7 +120,7 @@ dhcp: {mode: proxy, ipv6_ra: true}
 tftp: {listen: "0.0.0.0:69"}
 nfs: {listen: "%s:2049", allow: ["10.213.0.0/24"]}
 syslog: {listen: "%s:514", allow: ["10.213.0.0/24"]}
-http: {listen: "%s:%d"}
+http: {listen: "%s:%d", boot: %s}
 console: {listen: "%s:6666"}
 status: {lost_after: %s, probe_every: 5s}
 defaults: {image: %s, console: "ttyS0,115200n8", append: "quiet"}
@@ -122,7 +128,7 @@ unknown_nodes: ignore
 image:
   root_password_hash: %q
 nodes:
-%s`, filepath.Join(o.Dir, "state"), MasterIf, MasterIP, MasterIP, MasterIP, APIPort, MasterIP, o.LostAfter, o.Image, labPasswordHash, nodes.String())
+%s`, filepath.Join(o.Dir, "state"), MasterIf, MasterIP, MasterIP, MasterIP, APIPort, o.Boot, MasterIP, o.LostAfter, o.Image, labPasswordHash, nodes.String())
 }
 
 // Prepare writes the config and builds what is missing: the image (its

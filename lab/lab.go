@@ -148,6 +148,8 @@ func Check() error {
 		"/usr/lib/PXELINUX/pxelinux.0":               "pxelinux",
 		"/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi":   "syslinux-efi",
 		"/usr/lib/syslinux/modules/bios/ldlinux.c32": "syslinux-common",
+		"/usr/lib/ipxe/snponly.efi":                  "ipxe",
+		"/usr/lib/ipxe/undionly.kpxe":                "ipxe",
 	} {
 		if _, err := os.Stat(file); err != nil {
 			missing = append(missing, fmt.Sprintf("%s (apt-get install %s)", file, pkg))

@@ -6,10 +6,11 @@ set -euo pipefail
 need_go="1.26"
 # libnfs-utils, curl, isc-dhcp-server and dnsmasq-base: real clients and
 # peers the tests check bootd against. qemu, ipxe-qemu, ovmf, the syslinux
-# loaders and a Debian kernel: the PXE boots of the lab tests. chromium: the
+# loaders, ipxe (the iPXE builds bootd chains to) and a Debian kernel: the
+# PXE boots of the lab tests. chromium: the
 # status page is tested in a real browser.
 pkgs=(ca-certificates git curl cpio iproute2 libnfs-utils isc-dhcp-server dnsmasq-base
-  qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64
+  qemu-system-x86 ipxe-qemu ipxe ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64
   mmdebstrap busybox chromium)
 
 missing=()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/events"
 )
 
@@ -152,7 +153,7 @@ func (m *Metrics) finished() {
 
 // refusal is the result of a request turned away with err.
 func refusal(err error) result {
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, boot.ErrNotFound) {
 		return resultNotFound
 	}
 	return resultRefused

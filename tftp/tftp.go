@@ -1,12 +1,10 @@
 // Package tftp serves the boot tree to PXE firmware and boot loaders:
 // pxelinux.0 and ldlinux.c32 for BIOS, syslinux.efi and ldlinux.e64 for
-// UEFI, a pxelinux.cfg file generated per node from the boot plan, and each
-// image generation's kernel and initrd from the image store.
-//
-// The tree is virtual: a requested name is cleaned, then matched against
-// the few names bootd serves; nothing a client sends is joined to a server
-// path, so no name can reach outside the boot tree, and error messages
-// never carry a server path. Write requests are refused.
+// UEFI, the iPXE builds chained to, a pxelinux.cfg file generated per node
+// from the boot plan, and each image generation's kernel and initrd. What
+// a name stands for is the boot plan's answer (boot.Planner.BootFile),
+// the same the HTTP server gets; this package only moves the bytes.
+// Write requests are refused.
 //
 // Transfers (RFC 1350 with the blksize, tsize, timeout and windowsize
 // options) are this package's own, in transfer.go, which says why.
@@ -21,11 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path"
-	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,15 +29,12 @@ import (
 
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/events"
-	"github.com/bootd/bootd/store"
 )
 
 // Config configures a Server.
 type Config struct {
+	// Planner says what every name in the boot tree is.
 	Planner *boot.Planner
-	Store   *store.Store
-	// Loaders maps loader names (pxelinux.0, ...) to files on this host.
-	Loaders map[string]string
 	Events  *events.Log
 	Logger  *slog.Logger
 	// CacheBytes bounds the in-memory cache of boot files (default 1 GiB).
@@ -96,109 +87,42 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Errors sent to clients: fixed texts, never a server path.
-var (
-	errNotFound  = errors.New("file not found")
-	errForbidden = errors.New("access violation")
-)
-
-// Clean turns a requested name into a path in the boot tree, or reports
-// that it can name nothing there. Loaders send names with a leading "/"
-// or "::" (syslinux's "server root"), and old firmware sends backslashes.
-func Clean(name string) (string, error) {
-	if strings.ContainsRune(name, 0) || len(name) > 255 {
-		return "", errForbidden
-	}
-	name = strings.ReplaceAll(name, "\\", "/")
-	name = strings.TrimPrefix(name, "::")
-	for _, e := range strings.Split(name, "/") {
-		if e == ".." {
-			return "", errForbidden
-		}
-	}
-	p := strings.TrimPrefix(path.Clean("/"+name), "/")
-	if p == "" {
-		return "", errNotFound
-	}
-	return p, nil
-}
-
 // content is what a name resolves to.
 type content struct {
 	data []byte
-	mac  net.HardwareAddr
-	gen  string // "image/gen" for configs and boot files, for events
-	// stage is the boot stage fetching this file marks.
-	stage events.Stage
-	image string
-	gn    int
+	file boot.File
 }
 
-// resolve finds the bytes for a cleaned name.
-func (s *Server) resolve(p string, log *slog.Logger) (content, error) {
-	if file, ok := s.cfg.Loaders[p]; ok {
-		b, err := s.cache.get(file)
-		if err != nil {
-			log.Error("loader unreadable (install pxelinux, syslinux-common and syslinux-efi, or set tftp.loaders)", "err", err)
-			return content{}, errNotFound
-		}
-		return content{data: b, stage: events.StageLoader}, nil
+// resolve finds the bytes for a requested name. Errors are boot.ErrNotFound
+// or boot.ErrForbidden, whose fixed texts go to the client.
+func (s *Server) resolve(name string, log *slog.Logger) (content, error) {
+	f, err := s.cfg.Planner.BootFile(name)
+	switch {
+	case errors.Is(err, boot.ErrForbidden), errors.Is(err, boot.ErrNotFound):
+		return content{}, err
+	case errors.Is(err, boot.ErrIgnored):
+		return content{}, boot.ErrNotFound
+	case err != nil:
+		log.Warn("no boot plan", "err", err)
+		return content{}, boot.ErrNotFound
 	}
-	if cfgName, ok := strings.CutPrefix(p, "pxelinux.cfg/"); ok {
-		return s.pxelinuxConfig(cfgName, log)
+	if f.Path == "" {
+		return content{data: f.Data, file: f}, nil
 	}
-	if rest, ok := strings.CutPrefix(p, "images/"); ok {
-		parts := strings.Split(rest, "/")
-		if len(parts) != 3 || (parts[2] != "vmlinuz" && parts[2] != "initrd.img") {
-			return content{}, errNotFound
-		}
-		gen, err := strconv.Atoi(parts[1])
-		if err != nil || strconv.Itoa(gen) != parts[1] || store.ValidName(parts[0]) != nil {
-			return content{}, errNotFound
-		}
-		if err := s.cfg.Store.Has(parts[0], gen); err != nil {
-			return content{}, errNotFound
-		}
-		// Served from memory to every node of a boot storm; a stat per
-		// request makes sure the cached copy is still this file (a
-		// generation removed and made again, or an initrd rebuilt with
-		// --force, is a new file).
-		b, err := s.cache.get(filepath.Join(s.cfg.Store.BootDir(parts[0], gen), parts[2]))
-		if err != nil {
-			log.Error("boot file unreadable", "err", err)
-			return content{}, errNotFound
-		}
-		stage := events.StageKernel
-		if parts[2] == "initrd.img" {
-			stage = events.StageInitrd
-		}
-		return content{data: b, gen: parts[0] + "/" + parts[1], stage: stage, image: parts[0], gn: gen}, nil
-	}
-	return content{}, errNotFound
-}
-
-// pxelinuxConfig generates pxelinux.cfg/01-<mac> and pxelinux.cfg/default;
-// the loader's other probes (UUID, hex IP prefixes) are not found.
-func (s *Server) pxelinuxConfig(name string, log *slog.Logger) (content, error) {
-	var mac net.HardwareAddr
-	if m, ok := strings.CutPrefix(name, "01-"); ok {
-		hw, err := net.ParseMAC(strings.ReplaceAll(m, "-", ":"))
-		if err != nil || len(hw) != 6 {
-			return content{}, errNotFound
-		}
-		mac = hw
-	} else if name != "default" {
-		return content{}, errNotFound
-	}
-	spec, err := s.cfg.Planner.Plan(mac)
+	// Served from memory to every node of a boot storm; a stat per
+	// request makes sure the cached copy is still this file (a loader
+	// upgraded, a generation removed and made again, an initrd rebuilt
+	// with --force).
+	b, err := s.cache.get(f.Path)
 	if err != nil {
-		if !errors.Is(err, boot.ErrIgnored) {
-			log.Warn("no boot plan", "err", err)
+		if f.Kind == boot.KindLoader {
+			log.Error("loader unreadable (install pxelinux, syslinux-common, syslinux-efi and ipxe, or set tftp.loaders)", "err", err)
+		} else {
+			log.Error("boot file unreadable", "err", err)
 		}
-		return content{}, errNotFound
+		return content{}, boot.ErrNotFound
 	}
-	return content{data: []byte(spec.PXELinuxConfig()), mac: mac, gen: fmt.Sprintf("%s/%d", spec.Image, spec.Generation),
-		stage: events.StageConfig, image: spec.Image, gn: spec.Generation}, nil
+	return content{data: b, file: f}, nil
 }
 
 // handle answers one request from peer, received on local (nil when
@@ -231,22 +155,24 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 		s.cfg.Metrics.turnedAway(resultRefused)
 		return
 	}
-	p, err := Clean(req.filename)
-	if err != nil {
+	c, err := s.resolve(req.filename, log)
+	if errors.Is(err, boot.ErrForbidden) {
 		s.warn(log, "refused file name", "err", err)
-		t.sendError(errorCode(err), err.Error())
-		s.cfg.Metrics.turnedAway(refusal(err))
-		return
-	}
-	c, err := s.resolve(p, log)
-	if err != nil {
+	} else if err != nil {
 		log.Debug("not found")
+	}
+	if err != nil {
 		t.sendError(errorCode(err), err.Error())
 		s.cfg.Metrics.turnedAway(refusal(err))
 		return
 	}
-	if c.mac != nil {
-		log = log.With("mac", c.mac.String())
+	p := c.file.Name
+	if c.file.MAC != nil {
+		log = log.With("mac", c.file.MAC.String())
+	}
+	gen := ""
+	if c.file.Image != "" {
+		gen = fmt.Sprintf("%s/%d", c.file.Image, c.file.Generation)
 	}
 	var src source = octets(c.data)
 	size := len(c.data)
@@ -259,7 +185,7 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 	}
 	start := time.Now()
 	err = t.send(src, prm)
-	s.cfg.Metrics.sent(c.stage, err, t.sent, time.Since(start))
+	s.cfg.Metrics.sent(events.FetchStage(c.file.Kind), err, t.sent, time.Since(start))
 	if err != nil {
 		var ec errClient
 		switch {
@@ -278,14 +204,14 @@ func (s *Server) handle(ctx context.Context, b []byte, local net.IP, peer *net.U
 		}
 		return
 	}
-	ev := events.Event{IP: ip, Stage: c.stage, Detail: "tftp " + p}
-	if c.mac != nil {
-		ev.MAC = c.mac.String()
-		ev.Image, ev.Generation = c.image, c.gn
-		ev.Detail = "tftp " + p + " -> " + c.gen
+	ev := events.Event{IP: ip, Stage: events.FetchStage(c.file.Kind), Detail: "tftp " + p}
+	if c.file.MAC != nil {
+		ev.MAC = c.file.MAC.String()
+		ev.Image, ev.Generation = c.file.Image, c.file.Generation
+		ev.Detail = "tftp " + p + " -> " + gen
 	}
 	s.cfg.Events.Record(ev)
-	log.Info("sent", "bytes", size, "blksize", prm.blksize, "took", time.Since(start).Round(time.Millisecond), "generation", c.gen)
+	log.Info("sent", "bytes", size, "blksize", prm.blksize, "took", time.Since(start).Round(time.Millisecond), "generation", gen)
 }
 
 // warn logs a warning that strangers can cause, at most once per
@@ -325,7 +251,7 @@ type warnState struct {
 const warnEvery = 10 * time.Second
 
 func errorCode(err error) uint16 {
-	if errors.Is(err, errForbidden) {
+	if errors.Is(err, boot.ErrForbidden) {
 		return errCodeAccess
 	}
 	return errCodeNotFound

@@ -1,7 +1,7 @@
 // Package web is bootd's one HTTP server: the status page an admin watches
 // a cluster boot on, the JSON API that `bootd nodes`, the lab and scripts
-// read, the Prometheus metrics, and the endpoint where booting nodes
-// report their stages. Everything it shows comes from the node records in
+// read, the Prometheus metrics, the endpoint where booting nodes report
+// their stages, and the boot tree for iPXE and UEFI HTTP Boot (boot.go). Everything it shows comes from the node records in
 // package events; it keeps no state of its own.
 //
 // Everything but the reports is read-only. Who may connect at all is
@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,9 +45,14 @@ type Config struct {
 	// Registry holds the metrics of every service; /metrics serves it.
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
-	// MaxConns and MaxConnsPerClient bound open connections (256, 16);
+	// MaxConns and MaxConnsPerClient bound open connections (1024, 16: a
+	// boot storm fetches its kernels and initrds here);
 	// MaxStreams bounds /api/v1/events streams (64).
 	MaxConns, MaxConnsPerClient, MaxStreams int
+	// StallTimeout is how long one chunk (1 MiB) of a boot file may take
+	// to leave (30 s): a client that stops reading is dropped after it,
+	// however large the file.
+	StallTimeout time.Duration
 }
 
 // Server serves the page, the API, the metrics and the reports.
@@ -68,10 +74,13 @@ func New(cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = 256
+		cfg.MaxConns = 1024
 	}
 	if cfg.MaxConnsPerClient <= 0 {
 		cfg.MaxConnsPerClient = 16
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 30 * time.Second
 	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 64
@@ -101,6 +110,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /api/v1/nodes/{node}", s.apiNode)
 	s.mux.HandleFunc("GET /api/v1/events", s.apiEvents)
 	s.mux.HandleFunc("POST /api/v1/report", s.report)
+	s.mux.HandleFunc("GET /boot/{path...}", s.bootFile)
 	if cfg.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{ErrorLog: nil, MaxRequestsInFlight: 4}))
 	}
@@ -252,6 +262,15 @@ type trackedConn struct {
 	release func()
 }
 
+// ReadFrom keeps sendfile for boot files: net/http looks for it on the
+// connection, and embedding net.Conn hides the TCP connection's.
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
 func (c *trackedConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
@@ -305,10 +324,10 @@ type NodeDetail struct {
 }
 
 func (s *Server) table() []nodes.Node {
-	if s.cfg.Planner == nil || s.cfg.Planner.Nodes == nil {
+	if s.cfg.Planner == nil {
 		return nil
 	}
-	return s.cfg.Planner.Nodes.All()
+	return s.cfg.Planner.Nodes()
 }
 
 // List returns the node list: every node of the table and every node

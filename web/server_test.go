@@ -50,7 +50,7 @@ func newFixture(t *testing.T, allow ...string) *fixture {
 		prefixes = append(prefixes, netip.MustParsePrefix(a))
 	}
 	f := &fixture{log: events.New(64), reg: prometheus.NewPedanticRegistry()}
-	f.srv = New(Config{Log: f.log, Planner: &boot.Planner{Nodes: table, Store: store.New(t.TempDir())}, Allow: prefixes, Registry: f.reg})
+	f.srv = New(Config{Log: f.log, Planner: boot.NewPlanner(boot.Options{Nodes: table, Store: store.New(t.TempDir())}), Allow: prefixes, Registry: f.reg})
 	f.ts = httptest.NewServer(f.srv)
 	t.Cleanup(f.ts.Close)
 	return f

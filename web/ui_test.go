@@ -46,7 +46,7 @@ func newPageFixture(t *testing.T) *pageFixture {
 		t.Fatal(err)
 	}
 	f := &pageFixture{log: events.NewWithLimits(256, events.Limits{}), base: time.Now().Add(-90 * time.Second).Round(time.Second)}
-	planner := &boot.Planner{Nodes: table, Defaults: nodes.Defaults{Image: "debian"}, BootUnknown: true, Store: store.New(t.TempDir())}
+	planner := boot.NewPlanner(boot.Options{Nodes: table, Defaults: nodes.Defaults{Image: "debian"}, BootUnknown: true, Store: store.New(t.TempDir())})
 	f.srv = web.New(web.Config{Log: f.log, Planner: planner, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	f.ts = httptest.NewServer(f.srv)
 	t.Cleanup(f.ts.Close)

@@ -15,11 +15,12 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/lab"
 )
 
 const labUsage = `usage:
-  bootd lab up [--nodes N] [--firmware bios|uefi|mixed] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
+  bootd lab up [--nodes N] [--firmware bios|uefi|mixed] [--boot chain|ipxe|off] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
   bootd lab status [--dir DIR]
   bootd lab console NODE [--dir DIR]
   bootd lab reboot NODE [--dir DIR]     a hard reset, no shutdown
@@ -38,6 +39,7 @@ func runLab(args []string) error {
 	firmware := fs.String("firmware", "mixed", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)")
 	image := fs.String("image", "", "image to boot, built if missing (default: the suite's name)")
 	suite := fs.String("suite", "trixie", "Debian suite for a missing image: trixie (13) or bookworm (12)")
+	bootMode := fs.String("boot", "chain", "bootd's http.boot: chain (every firmware to iPXE, kernel and initrd over HTTP), ipxe (only iPXE firmware over HTTP), off (all TFTP)")
 	timeout := fs.Duration("timeout", 6*time.Minute, "per node, power-on to multi-user")
 	var pos []string
 	for len(args) > 0 {
@@ -54,6 +56,9 @@ func runLab(args []string) error {
 		if *firmware != "bios" && *firmware != "uefi" && *firmware != "mixed" {
 			return fmt.Errorf("--firmware %q: want bios, uefi or mixed", *firmware)
 		}
+		if _, err := boot.ParseIPXEMode(*bootMode); err != nil {
+			return fmt.Errorf("--boot %w", err)
+		}
 		if *nodes < 1 || *nodes > 200 {
 			return fmt.Errorf("--nodes %d: want 1 to 200", *nodes)
 		}
@@ -68,7 +73,7 @@ func runLab(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		c, err := lab.UpCluster(ctx, lab.Options{Dir: *dir, Nodes: *nodes, Firmware: *firmware, Image: *image,
-			Suite: *suite, Bootd: self, Out: os.Stdout, Timeout: *timeout})
+			Suite: *suite, Bootd: self, Out: os.Stdout, Timeout: *timeout, Boot: *bootMode})
 		if err != nil {
 			return err
 		}

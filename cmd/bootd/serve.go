@@ -87,7 +87,7 @@ func runServe(args []string) error {
 		stats.nfs = srv
 	}
 	if cfg.TFTP.Listen != "" {
-		srv := tftp.New(tftp.Config{Planner: planner, Store: st, Loaders: cfg.TFTP.Loaders, Events: evs, Logger: log,
+		srv := tftp.New(tftp.Config{Planner: planner, Events: evs, Logger: log,
 			Metrics:  tftp.NewMetrics(reg),
 			BusyPoll: cfg.TFTP.BusyPollDuration(),
 			Limits: tftp.Limits{Transfers: cfg.TFTP.MaxTransfers, PerClient: cfg.TFTP.MaxTransfersPerClient,
@@ -230,15 +230,17 @@ func newRegistry() *prometheus.Registry {
 // newPlanner builds the boot plan and finds the address nodes reach bootd
 // at: its address on the cluster interface.
 func newPlanner(cfg *config.Config, st *store.Store) (*boot.Planner, netip.Addr, error) {
-	p := &boot.Planner{
+	o := boot.Options{
 		Nodes:       cfg.Table(),
 		Defaults:    cfg.Defaults,
 		BootUnknown: cfg.UnknownNodes == "boot",
 		Store:       st,
+		Loaders:     cfg.TFTP.Loaders,
+		IPXE:        cfg.HTTP.BootMode(),
 	}
 	needIface := cfg.DHCP.Mode != "off" || cfg.TFTP.Listen != ""
 	if !needIface {
-		return p, netip.Addr{}, nil
+		return boot.NewPlanner(o), netip.Addr{}, nil
 	}
 	if cfg.Interface == "" {
 		return nil, netip.Addr{}, fmt.Errorf("%s: interface: name the cluster NIC (DHCP and TFTP are on); or set dhcp.mode: off and tftp.listen: \"\"", cfg.Path)
@@ -261,11 +263,11 @@ func newPlanner(cfg *config.Config, st *store.Store) (*boot.Planner, netip.Addr,
 		}
 		return netip.AddrPortFrom(addr, ap.Port())
 	}
-	p.NFS = reach(cfg.NFS.Listen)
-	p.Report = reach(cfg.HTTP.Listen)
-	p.Console = reach(cfg.Console.Listen)
-	p.Log = reach(cfg.Syslog.Listen)
-	return p, ip, nil
+	o.NFS = reach(cfg.NFS.Listen)
+	o.HTTP = reach(cfg.HTTP.Listen)
+	o.Console = reach(cfg.Console.Listen)
+	o.Log = reach(cfg.Syslog.Listen)
+	return boot.NewPlanner(o), ip, nil
 }
 
 // twoPsOnOneCPU gives the Go scheduler a second P when bootd may use only

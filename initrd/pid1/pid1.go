@@ -176,31 +176,43 @@ func (p *initProc) run() {
 		ifname, err = findBootNIC(params.BootIF, 10*time.Second)
 		return err
 	})
-	var lease *nclient4.Lease
-	p.retry("DHCP on "+ifname, func() error {
-		var err error
-		lease, err = dhcp(ifname, params.Hostname)
-		return err
-	})
-	ack := lease.ACK
-	p.say("%s: address %s/%d from %s", ifname, ack.YourIPAddr, maskBits(ack.SubnetMask()), ack.ServerIdentifier())
-	p.retry("configuring "+ifname, func() error { return configure(ifname, ack) })
+	var nc *netConf
+	if a := params.Addr; a != nil && macOf(ifname).String() == a.MAC.String() {
+		// The firmware (iPXE) already holds an address: a second DHCP
+		// would only ask the same server the same question.
+		nc = fromFirmware(a)
+		p.say("%s: address %s from the firmware (bootd.ip), no DHCP", ifname, nc.addr.String())
+		p.retry("bringing "+ifname+" up", func() error { return linkUp(ifname) })
+	} else {
+		if a != nil {
+			p.say("bootd.ip is for %s, the boot NIC %s is %s: asking DHCP", a.MAC, ifname, macOf(ifname))
+		}
+		p.retry("DHCP on "+ifname, func() error {
+			lease, err := dhcp(ifname, params.Hostname)
+			if err == nil {
+				nc = fromLease(lease.ACK)
+			}
+			return err
+		})
+		p.say("%s: address %s from %s", ifname, nc.addr.String(), nc.server)
+	}
+	p.retry("configuring "+ifname, func() error { return configure(ifname, nc) })
 	if params.Console.IsValid() {
 		p.step.Store("sending the kernel console to " + params.Console.String())
-		p.captureConsole(ifname, ack.YourIPAddr, modDir, mods)
+		p.captureConsole(ifname, nc.addr.IP, modDir, mods)
 	}
 	p.retry("mounting "+params.Export+" read-only from "+params.NFS.String(), func() error { return mountNFS(params) })
 	p.retry("stacking the RAM layer ("+params.Union+", tmpfs size "+params.TmpfsSize+")", func() error { return stackUnion(params, p) })
 	hostname := params.Hostname
 	if hostname == "" {
-		hostname = ack.HostName()
+		hostname = nc.hostname
 	}
 	var mac net.HardwareAddr
 	if l, err := net.InterfaceByName(ifname); err == nil {
 		mac = l.HardwareAddr
 	}
 	me := newReport(params, mac, hostname)
-	if err := handover(ifname, hostname, me, lease, params); err != nil {
+	if err := handover(ifname, hostname, me, nc, params); err != nil {
 		p.fatal("preparing the new root: %v", err)
 	}
 	if params.Report.IsValid() {
@@ -354,18 +366,8 @@ func carrier(name string) bool {
 // dhcp gets a lease on the interface. Offers without an address are a
 // proxy-DHCP server's (bootd's own, among others): they are never taken.
 func dhcp(ifname, hostname string) (*nclient4.Lease, error) {
-	l, err := netlink.LinkByName(ifname)
-	if err != nil {
+	if err := linkUp(ifname); err != nil {
 		return nil, err
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return nil, fmt.Errorf("bringing %s up: %w", ifname, err)
-	}
-	for i := 0; i < 50 && !carrier(ifname); i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !carrier(ifname) {
-		return nil, fmt.Errorf("%s has no link (cable, switch port?)", ifname)
 	}
 	c, err := nclient4.New(ifname, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
 	if err != nil {
@@ -396,39 +398,94 @@ func dhcp(ifname, hostname string) (*nclient4.Lease, error) {
 	return c.RequestFromOffer(ctx, offer, mods...)
 }
 
+// linkUp sets the NIC up and waits up to 5 s for a link.
+func linkUp(ifname string) error {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bringing %s up: %w", ifname, err)
+	}
+	for i := 0; i < 50 && !carrier(ifname); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !carrier(ifname) {
+		return fmt.Errorf("%s has no link (cable, switch port?)", ifname)
+	}
+	return nil
+}
+
+func macOf(ifname string) net.HardwareAddr {
+	if l, err := net.InterfaceByName(ifname); err == nil {
+		return l.HardwareAddr
+	}
+	return nil
+}
+
 func maskBits(m net.IPMask) int {
 	ones, _ := m.Size()
 	return ones
 }
 
-// configure applies the lease with netlink: address, MTU, routes
-// (classless static routes when given, else a default route per router).
-func configure(ifname string, ack *dhcpv4.DHCPv4) error {
-	l, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return err
-	}
+// netConf is the boot NIC's configuration: from the init's own DHCP, or
+// the address the firmware got (bootd.ip).
+type netConf struct {
+	addr     net.IPNet
+	routers  []net.IP
+	routes   []*dhcpv4.Route // classless static routes (RFC 3442)
+	dns      []net.IP
+	domain   string
+	hostname string
+	mtu      int
+	server   string // the DHCP server, or "firmware"
+	lease    time.Duration
+}
+
+func fromLease(ack *dhcpv4.DHCPv4) *netConf {
 	mask := ack.SubnetMask()
 	if mask == nil {
 		mask = ack.YourIPAddr.DefaultMask()
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ack.YourIPAddr, Mask: mask}}
-	if lt := ack.IPAddressLeaseTime(0); lt > 0 {
-		// The booted system keeps the address without a DHCP client of its
-		// own on this NIC: the kernel must never expire it.
-		addr.ValidLft, addr.PreferedLft = 0, 0
+	nc := &netConf{addr: net.IPNet{IP: ack.YourIPAddr, Mask: mask}, routers: ack.Router(), routes: ack.ClasslessStaticRoute(),
+		dns: ack.DNS(), domain: ack.DomainName(), hostname: ack.HostName(), server: ack.ServerIdentifier().String(),
+		lease: ack.IPAddressLeaseTime(0)}
+	if b := ack.GetOneOption(dhcpv4.OptionInterfaceMTU); len(b) == 2 {
+		nc.mtu = int(b[0])<<8 | int(b[1])
 	}
+	return nc
+}
+
+func fromFirmware(a *boot.StaticAddr) *netConf {
+	nc := &netConf{addr: net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), 32)}, server: "firmware"}
+	if a.Gateway.IsValid() {
+		nc.routers = []net.IP{a.Gateway.AsSlice()}
+	}
+	if a.DNS.IsValid() {
+		nc.dns = []net.IP{a.DNS.AsSlice()}
+	}
+	return nc
+}
+
+// configure applies the configuration with netlink: address, MTU, routes
+// (classless static routes when given, else a default route per router).
+// The address never expires: the booted system keeps it without a DHCP
+// client of its own on this NIC.
+func configure(ifname string, nc *netConf) error {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: nc.addr.IP, Mask: nc.addr.Mask}}
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("adding %s: %w", addr.IPNet, err)
 	}
-	if b := ack.GetOneOption(dhcpv4.OptionInterfaceMTU); len(b) == 2 {
-		if mtu := int(b[0])<<8 | int(b[1]); mtu >= 576 {
-			if err := netlink.LinkSetMTU(l, mtu); err != nil {
-				return fmt.Errorf("setting MTU %d: %w", mtu, err)
-			}
+	if nc.mtu >= 576 {
+		if err := netlink.LinkSetMTU(l, nc.mtu); err != nil {
+			return fmt.Errorf("setting MTU %d: %w", nc.mtu, err)
 		}
 	}
-	if routes := ack.ClasslessStaticRoute(); len(routes) > 0 {
+	if routes := nc.routes; len(routes) > 0 {
 		// RFC 3442: with classless routes, the router option is ignored.
 		for _, r := range routes {
 			rt := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: r.Dest, Gw: r.Router}
@@ -442,7 +499,7 @@ func configure(ifname string, ack *dhcpv4.DHCPv4) error {
 		}
 		return nil
 	}
-	for i, gw := range ack.Router() {
+	for i, gw := range nc.routers {
 		rt := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw, Priority: 100 + i}
 		if err := netlink.RouteReplace(rt); err != nil {
 			return fmt.Errorf("default route via %s: %w", gw, err)
@@ -532,24 +589,23 @@ type Lease struct {
 // systemd-networkd and NetworkManager to leave the boot NIC alone (the
 // root filesystem dies the moment it is reconfigured); rsyslog's
 // forwarding rule, and what the booted system reports to bootd as.
-func handover(ifname, hostname string, me stageReport, lease *nclient4.Lease, params boot.Params) error {
-	ack := lease.ACK
+func handover(ifname, hostname string, me stageReport, nc *netConf, params boot.Params) error {
 	mac := me.MAC
 	info := Lease{Interface: ifname, MAC: mac,
-		Address:   fmt.Sprintf("%s/%d", ack.YourIPAddr, maskBits(ack.SubnetMask())),
-		Domain:    ack.DomainName(),
-		Server:    ack.ServerIdentifier().String(),
-		LeaseSecs: int(ack.IPAddressLeaseTime(0) / time.Second),
+		Address:   nc.addr.String(),
+		Domain:    nc.domain,
+		Server:    nc.server,
+		LeaseSecs: int(nc.lease / time.Second),
 		Hostname:  hostname,
 		NFS:       params.NFS.String(), Export: params.Export}
-	for _, r := range ack.Router() {
+	for _, r := range nc.routers {
 		info.Routers = append(info.Routers, r.String())
 	}
 	var resolv strings.Builder
-	if d := ack.DomainName(); d != "" {
+	if d := nc.domain; d != "" {
 		fmt.Fprintf(&resolv, "search %s\n", d)
 	}
-	for _, d := range ack.DNS() {
+	for _, d := range nc.dns {
 		info.DNS = append(info.DNS, d.String())
 		fmt.Fprintf(&resolv, "nameserver %s\n", d)
 	}
