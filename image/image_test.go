@@ -3,11 +3,14 @@ package image
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/store"
@@ -25,6 +28,8 @@ func fakeRoot(t *testing.T) string {
 		"etc/rsyslog.conf":   "",
 		"etc/systemd/.keep":  "",
 		"var/lib/dbus/.keep": "",
+		"usr/bin/.keep":      "",
+		"etc/resolv.conf":    "nameserver 10.255.255.53\n", // the build host's
 	}
 	for name, content := range files {
 		os.MkdirAll(filepath.Join(root, filepath.Dir(name)), 0o755)
@@ -61,6 +66,18 @@ func TestPrepare(t *testing.T) {
 	}
 	if read(t, root, "etc/machine-id") != "" {
 		t.Error("machine-id not emptied")
+	}
+	if r := read(t, root, "etc/resolv.conf"); strings.Contains(r, "nameserver") {
+		t.Errorf("the build host's resolver kept: %q", r)
+	}
+	var usr unix.Stat_t
+	unix.Stat(filepath.Join(root, "usr"), &usr)
+	for _, u := range []string{"etc/.updated", "var/.updated"} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(root, u), &st); err != nil || st.Mtim != usr.Mtim ||
+			!strings.Contains(read(t, root, u), fmt.Sprintf("TIMESTAMP_NSEC=%d\n", usr.Mtim.Nano())) {
+			t.Errorf("%s: %v, time %v, /usr's %v: systemd would run ldconfig on every boot", u, err, st.Mtim, usr.Mtim)
+		}
 	}
 	if l, _ := os.Readlink(filepath.Join(root, "var/lib/dbus/machine-id")); l != "/etc/machine-id" {
 		t.Errorf("dbus machine-id link %q", l)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
@@ -72,7 +73,7 @@ type Step struct {
 // safe to read on its own; `bootd image build` runs them in order and
 // records them in /etc/bootd-image.json.
 var Steps = []Step{
-	{"hostname", "The hostname comes from the kernel command line (bootd-init sets it and writes /etc/hostname into the RAM layer); the image carries none, and /etc/hosts only localhost.", stepHostname},
+	{"hostname", "The hostname comes from the kernel command line (bootd-init sets it, writes /etc/hostname into the RAM layer and gives it 127.0.1.1 in /etc/hosts); the image carries none, /etc/hosts only localhost, and no /etc/resolv.conf of the build host's (bootd-init writes the nodes' from DHCP or the firmware's; a node asking a resolver that is not there waits seconds on every name).", stepHostname},
 	{"machine-id", "An empty /etc/machine-id makes systemd generate one per boot: nodes sharing an image must not share an identity.", stepMachineID},
 	{"boot-nic", "The booted system must never reconfigure or down the boot NIC (the root filesystem is on it): ifupdown gets no entry for it, and systemd-networkd and NetworkManager are told at boot, by files bootd-init writes under /run, to leave it unmanaged.", stepBootNIC},
 	{"consoles", "A getty on the serial console (ttyS0) and on the VGA console (tty1).", stepConsoles},
@@ -82,6 +83,7 @@ var Steps = []Step{
 	{"services", "Services that make no sense on a shared read-only root are disabled: apt timers, fstrim, e2scrub, man-db. The image carries no SSH host keys (shared ones would let any node's root impersonate every node, and the export is readable by whoever speaks NFS as root): " + hostKeyUnit + " makes ed25519 and ecdsa keys at boot, in the node's RAM layer, before sshd starts, and sshd is told to offer those two (RSA takes seconds to make under emulation). A site wanting stable keys puts them in the image with a hook (they are kept; but then every node of the image shares them, on the export).", stepServices},
 	{"report", "So that the master sees every node come up and go down, " + reportUnit + " tells bootd's HTTP server (bootd.report) the node reached multi-user, and, when stopped at shutdown, that it is going down: one POST each, with bash's /dev/tcp (images need no curl), given at most 5 seconds so that a dead master never delays a boot or a shutdown, and never failing the unit. It runs only when bootd-init wrote " + boot.ReportEnv + ".", stepReport},
 	{"nis", "Optional NIS client: domain and server from the config.", stepNIS},
+	{"updated", "/etc/.updated and /var/.updated carry /usr's time, as systemd-update-done leaves them after a first boot: otherwise every boot of a root that never keeps its writes runs ldconfig, the journal catalog update and update-done again (5 s before sysinit.target under emulation).", stepUpdated},
 }
 
 // The steps run as root on the master over a tree that packages filled.
@@ -224,6 +226,17 @@ func exists(root, name string) bool {
 	return true
 }
 
+// isSymlink says whether name is a symlink in the image (not followed).
+func isSymlink(root, name string) bool {
+	d, base, err := openParent(root, name, false)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	var st unix.Stat_t
+	return unix.Fstatat(int(d.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK
+}
+
 // remove deletes a file or symlink (not what it points to) from the
 // image; one that is not there is not an error.
 func remove(root, name string) error {
@@ -309,6 +322,13 @@ func removeMatching(root, dir, prefix string) error {
 func stepHostname(root string, _ Settings) error {
 	if err := remove(root, "etc/hostname"); err != nil {
 		return err
+	}
+	// mmdebstrap leaves the build host's resolver; a symlink (to
+	// systemd-resolved's stub) is the image's own choice.
+	if !isSymlink(root, "etc/resolv.conf") {
+		if err := write(root, "etc/resolv.conf", "# Written by bootd: bootd-init writes the node's resolvers here at boot,\n# from DHCP or from the firmware's.\n", 0o644); err != nil {
+			return err
+		}
 	}
 	return write(root, "etc/hosts", "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n", 0o644)
 }
@@ -591,6 +611,43 @@ func stepNIS(root string, s Settings) error {
 		out = append(out, l)
 	}
 	return write(root, "etc/nsswitch.conf", strings.Join(out, "\n"), 0o644)
+}
+
+func stepUpdated(root string, _ Settings) error {
+	r, err := imageroot.Open(root)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	usr, err := r.OpenIn("usr", unix.O_PATH|unix.O_DIRECTORY)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no /usr, nothing to be up to date with
+	}
+	if err != nil {
+		return fmt.Errorf("the image's /usr: %w", err)
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(int(usr.Fd()), &st)
+	usr.Close()
+	if err != nil {
+		return fmt.Errorf("the image's /usr: %w", err)
+	}
+	content := fmt.Sprintf("# Written by bootd, as systemd-update-done would: the time of /usr that\n# this directory was updated for. See man:systemd-update-done.service(8).\nTIMESTAMP_NSEC=%d\n", st.Mtim.Nano())
+	for _, name := range []string{"etc/.updated", "var/.updated"} {
+		if err := write(root, name, content, 0o644); err != nil {
+			return err
+		}
+		d, base, err := openParent(root, name, false)
+		if err != nil {
+			return err
+		}
+		err = unix.UtimesNanoAt(int(d.Fd()), base, []unix.Timespec{st.Mtim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("setting the time of /%s in the image: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Prepare runs every step on a root tree.

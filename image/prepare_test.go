@@ -102,6 +102,8 @@ func escapingRoot(t *testing.T, master string) string {
 		"etc/systemd":       filepath.Join(master, "systemd"),
 		"etc/network":       filepath.Join(master, "network"),
 		"etc/hosts":         filepath.Join(master, "hosts"),
+		"etc/resolv.conf":   filepath.Join(master, "hosts"),
+		"etc/.updated":      filepath.Join(master, "hosts"),
 		"etc/nsswitch.conf": strings.Repeat("../", 30) + strings.TrimPrefix(filepath.Join(master, "nsswitch.conf"), "/"),
 	}
 	for name, target := range links {

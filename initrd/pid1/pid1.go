@@ -638,6 +638,9 @@ func handover(ifname, hostname string, me stageReport, nc *netConf, params boot.
 		if err := writeInRoot("/etc/hostname", hostname+"\n"); err != nil {
 			return err
 		}
+		if err := hostsEntry(hostname); err != nil {
+			return err
+		}
 	}
 	if resolv.Len() > 0 {
 		// Only where the image has a plain file (or none): a symlink to
@@ -663,6 +666,47 @@ func forwardRule(log netip.AddrPort) string {
 	}
 	// rsyslog takes an IPv6 address bracketed, as AddrPort writes it.
 	return "# Written by bootd-init from bootd.log: everything goes to bootd over TCP.\n*.* @@" + log.String() + "\n"
+}
+
+// hostsEntry gives the node's name an address in /etc/hosts (Debian's
+// 127.0.1.1), as the installer does for a machine with a disk: programs
+// that look their own name up at start (rsyslog, sudo) then never ask a
+// DNS server, which a cluster network may not have (rsyslog waited 10 s
+// on every boot for a resolver that was not there).
+func hostsEntry(hostname string) error {
+	p, err := securejoin.SecureJoin(newRoot, "/etc/hosts")
+	if err != nil {
+		return err
+	}
+	if st, err := os.Lstat(p); err == nil && !st.Mode().IsRegular() {
+		return nil // the image's choice
+	}
+	b, _ := os.ReadFile(p)
+	add, ok := hostsWith(string(b), hostname)
+	if ok {
+		return nil
+	}
+	return writeInRoot("/etc/hosts", add)
+}
+
+// hostsWith returns hosts with a 127.0.1.1 line for hostname, or ok when
+// hostname already has a line.
+func hostsWith(hosts, hostname string) (string, bool) {
+	for _, line := range strings.Split(hosts, "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		for _, name := range f[min(1, len(f)):] {
+			if name == hostname || strings.HasPrefix(name, hostname+".") {
+				return hosts, true
+			}
+		}
+	}
+	if hosts != "" && !strings.HasSuffix(hosts, "\n") {
+		hosts += "\n"
+	}
+	return hosts + "127.0.1.1\t" + hostname + "\n", false
 }
 
 func writeInRoot(name, content string) error {

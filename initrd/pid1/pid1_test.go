@@ -62,3 +62,23 @@ func TestWatchdogNamesTheBlockedStep(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 }
+
+func TestHostsWith(t *testing.T) {
+	base := "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n"
+	if got, ok := hostsWith(base, "node01"); ok || got != base+"127.0.1.1\tnode01\n" {
+		t.Errorf("added: %q %v", got, ok)
+	}
+	for _, h := range []string{base + "10.0.0.5 node01\n", base + "10.0.0.5 node01.cluster node01\n", "10.0.0.5 node01.cluster"} {
+		if got, ok := hostsWith(h, "node01"); !ok || got != h {
+			t.Errorf("%q: %q %v", h, got, ok)
+		}
+	}
+	for _, h := range []string{base + "# node01 was here\n", base + "node01 1.2.3.4\n", "127.0.0.1 localhost"} {
+		if _, ok := hostsWith(h, "node01"); ok {
+			t.Errorf("%q: said node01 has a line", h)
+		}
+	}
+	if got, _ := hostsWith("127.0.0.1 localhost", "n"); got != "127.0.0.1 localhost\n127.0.1.1\tn\n" {
+		t.Errorf("no final newline: %q", got)
+	}
+}
