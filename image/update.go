@@ -162,15 +162,39 @@ func changeInOverlay(ctx context.Context, lower, work string, opt UpdateOptions,
 		"lowerdir="+lower+",upperdir="+upper+",workdir="+ovl+","+overlayOptions); err != nil {
 		return fmt.Errorf("mounting the overlay (kernel module overlay): %w", err)
 	}
+	defer func() {
+		if uerr := unix.Unmount(merged, 0); uerr != nil && err == nil {
+			err = fmt.Errorf("unmounting the overlay: %w", uerr)
+		}
+	}()
+	if err := runInChroot(ctx, merged, opt, progress); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// Only with the chroot's mounts gone: the steps write and remove
+	// files in the tree, and must never reach the master's /dev or its
+	// resolv.conf through a bind mount.
+	if _, err := prepareUpdated(merged, opt.Settings); err != nil {
+		return fmt.Errorf("preparing the updated image: %w", err)
+	}
+	return nil
+}
+
+// hostResolvConf is the master's resolver config, which apt in the chroot
+// reads (a variable for tests).
+var hostResolvConf = "/etc/resolv.conf"
+
+// runInChroot runs apt and the commands in the tree at merged, with what
+// they need mounted inside, and unmounts all of it, whatever happens.
+func runInChroot(ctx context.Context, merged string, opt UpdateOptions, progress io.Writer) error {
 	var mounted []string
 	defer func() {
 		for i := len(mounted) - 1; i >= 0; i-- {
 			if uerr := unix.Unmount(mounted[i], 0); uerr != nil {
 				unix.Unmount(mounted[i], unix.MNT_DETACH)
 			}
-		}
-		if uerr := unix.Unmount(merged, 0); uerr != nil && err == nil {
-			err = fmt.Errorf("unmounting the overlay: %w", uerr)
 		}
 	}()
 	for _, m := range []struct {
@@ -194,10 +218,15 @@ func changeInOverlay(ctx context.Context, lower, work string, opt UpdateOptions,
 		mounted = append(mounted, t)
 	}
 	// apt needs the master's name servers; bound over the image's file so
-	// that nothing of the master's lands in the generation.
+	// that nothing of the master's lands in the generation, and read-only,
+	// so that nothing in the chroot writes the master's file.
 	if st, err := os.Lstat(filepath.Join(merged, "etc/resolv.conf")); err == nil && st.Mode().IsRegular() {
-		if err := unix.Mount("/etc/resolv.conf", filepath.Join(merged, "etc/resolv.conf"), "", unix.MS_BIND, ""); err == nil {
-			mounted = append(mounted, filepath.Join(merged, "etc/resolv.conf"))
+		t := filepath.Join(merged, "etc/resolv.conf")
+		if err := unix.Mount(hostResolvConf, t, "", unix.MS_BIND, ""); err == nil {
+			mounted = append(mounted, t)
+			if err := unix.Mount("", t, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+				return fmt.Errorf("making the master's resolv.conf read-only in the image: %w", err)
+			}
 		}
 	}
 	// No service starts in the image because a package was installed.
@@ -250,12 +279,6 @@ func changeInOverlay(ctx context.Context, lower, work string, opt UpdateOptions,
 		if err := run("/bin/sh", "-c", c); err != nil {
 			return err
 		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if _, err := prepareUpdated(merged, opt.Settings); err != nil {
-		return fmt.Errorf("preparing the updated image: %w", err)
 	}
 	return nil
 }

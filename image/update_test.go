@@ -150,6 +150,49 @@ func TestUpdateNeverTouchesTheRunningGeneration(t *testing.T) {
 	}
 }
 
+// TestUpdateNeverWritesTheMaster: the chroot sees the master's resolver
+// (apt needs it) but cannot write it, and the preparation steps run with
+// none of the chroot's mounts in place: a step writing /etc/resolv.conf or
+// /dev once wrote the master's own files through the bind mounts.
+func TestUpdateNeverWritesTheMaster(t *testing.T) {
+	st, _ := toyImage(t)
+	master := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(master, []byte("nameserver 192.0.2.53\n"), 0o644)
+	old := hostResolvConf
+	hostResolvConf = master
+	t.Cleanup(func() { hostResolvConf = old })
+	devFile := "/dev/bootd-update-test"
+	os.Remove(devFile)
+	prepareUpdated = func(root string, _ Settings) ([]string, error) {
+		if err := write(root, "etc/resolv.conf", "# the image's own\n", 0o644); err != nil {
+			return nil, err
+		}
+		return nil, write(root, "dev/bootd-update-test", "x", 0o644)
+	}
+	_, err := Update(context.Background(), st, UpdateOptions{Name: "toy", Publish: true, Run: []string{"echo nameserver 192.0.2.99 > /etc/resolv.conf"}})
+	if err == nil {
+		t.Error("a command wrote the master's resolv.conf without an error")
+	}
+	gen, err := Update(context.Background(), st, UpdateOptions{Name: "toy", Publish: true, Run: []string{"cat /etc/resolv.conf > /etc/seen-resolver"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(master); string(b) != "nameserver 192.0.2.53\n" {
+		t.Errorf("the master's resolv.conf is now %q", b)
+	}
+	if _, err := os.Stat(devFile); err == nil {
+		os.Remove(devFile)
+		t.Errorf("a step wrote the master's /dev")
+	}
+	root := st.RootDir("toy", gen)
+	if got := contents(filepath.Join(root, "etc/seen-resolver")); got != "nameserver 192.0.2.53\n" {
+		t.Errorf("the chroot saw the resolver %q, want the master's", got)
+	}
+	if got := contents(filepath.Join(root, "etc/resolv.conf")); got != "# the image's own\n" {
+		t.Errorf("the generation's resolv.conf: %q", got)
+	}
+}
+
 // TestFailedUpdateLeavesNothing: a command that fails leaves no
 // generation, no build directory, no mount, and current where it was; the
 // number it took is not given again.
