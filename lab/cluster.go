@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/bootd/bootd/events"
 )
 
 // LabPassword is root's password on lab nodes (the lab only: its images are
@@ -50,6 +52,10 @@ type NodeReport struct {
 	Start    time.Time
 	At       map[string]time.Duration // stage -> time since power-on
 	Result   string
+	// Path is how the node got its kernel: "http" (iPXE script, kernel
+	// and initrd over HTTP) or "tftp" (pxelinux/syslinux), from its
+	// record's config stage.
+	Path string
 }
 
 // Cluster is a running lab cluster.
@@ -216,6 +222,9 @@ func (c *Cluster) observe(ctx context.Context) {
 				if _, done := r.At[string(a.Stage)]; !done {
 					r.At[string(a.Stage)] = a.Time.Sub(r.Start)
 				}
+				if a.Stage == events.StageConfig {
+					r.Path, _, _ = strings.Cut(a.Detail, " ")
+				}
 			}
 		}
 	}
@@ -256,7 +265,7 @@ func (c *Cluster) Wait(ctx context.Context) {
 // Table writes the end-of-run table.
 func (c *Cluster) Table(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprint(tw, "NODE\tMAC\tIP\tHOSTNAME\tFIRMWARE\tNIC")
+	fmt.Fprint(tw, "NODE\tMAC\tIP\tHOSTNAME\tFIRMWARE\tNIC\tPATH")
 	for _, s := range Stages {
 		fmt.Fprint(tw, "\t"+strings.ToUpper(s))
 	}
@@ -264,7 +273,11 @@ func (c *Cluster) Table(w io.Writer) {
 	reps := append([]*NodeReport(nil), c.Reports...)
 	sort.Slice(reps, func(i, j int) bool { return reps[i].Name < reps[j].Name })
 	for _, r := range reps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s", r.Name, r.MAC, r.IP, r.Hostname, r.Firmware, r.NIC)
+		path := r.Path
+		if path == "" {
+			path = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s", r.Name, r.MAC, r.IP, r.Hostname, r.Firmware, r.NIC, path)
 		for _, s := range Stages {
 			if d, ok := r.At[s]; ok {
 				fmt.Fprintf(tw, "\t%.1fs", d.Seconds())

@@ -3,7 +3,9 @@ package web
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -47,7 +49,8 @@ func newBootFixture(t *testing.T, stall time.Duration) *bootFixture {
 	}
 	planner := boot.NewPlanner(boot.Options{Nodes: table, Store: st, IPXE: boot.IPXEOnly,
 		NFS: netip.MustParseAddrPort("10.0.0.1:2049"), HTTP: netip.MustParseAddrPort(ln.Addr().String())})
-	f.srv = New(Config{Log: f.log, Planner: planner, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, StallTimeout: stall})
+	f.srv = New(Config{Log: f.log, Planner: planner, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, StallTimeout: stall,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); f.srv.Serve(ctx, ln) }()
@@ -177,5 +180,47 @@ func TestBootOverHTTPDropsStalledReader(t *testing.T) {
 	// And what it read was not recorded as a boot stage.
 	if n := len(f.log.Nodes()); n != 0 {
 		t.Errorf("a partial fetch made %d node records", n)
+	}
+}
+
+// TestBootOverHTTPThousandAtOnce: a thousand nodes fetch a boot file (the
+// 7 MiB kernel: the initrd's path, with less copying) at once, each from its own address (127.0.x.y), all within the connection
+// caps: every download completes, whole, with no error.
+func TestBootOverHTTPThousandAtOnce(t *testing.T) {
+	f := newBootFixture(t, 0)
+	const n = 1000
+	url := f.url + "/boot/images/img/4/vmlinuz"
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for i := range n {
+		go func() {
+			local := &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i/250), byte(1+i%250))}
+			c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: local}).DialContext}}
+			defer c.CloseIdleConnections()
+			<-start
+			resp, err := c.Get(url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			got, err := io.Copy(io.Discard, resp.Body)
+			if err == nil && (resp.StatusCode != 200 || got != int64(len(f.kernel))) {
+				err = fmt.Errorf("status %d, %d bytes of %d", resp.StatusCode, got, len(f.kernel))
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	failed := 0
+	for range n {
+		if err := <-errs; err != nil {
+			if failed++; failed <= 5 {
+				t.Error(err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d downloads failed", failed, n)
 	}
 }
