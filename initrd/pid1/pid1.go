@@ -162,7 +162,6 @@ func (p *initProc) run() {
 		p.fatal("this initrd is damaged: %v", err)
 	}
 	modDir := filepath.Join("/lib/modules", man.Kernel)
-	p.retry("loading NFS and overlay modules", func() error { return loadModules(modDir, mods, man.Load, nil) })
 	var ifname string
 	p.retry("loading NIC drivers", func() error {
 		loaded, err := loadNICDrivers(modDir, mods, man.NIC)
@@ -176,6 +175,12 @@ func (p *initProc) run() {
 		ifname, err = findBootNIC(params.BootIF, 10*time.Second)
 		return err
 	})
+	// The link negotiates (seconds, on some NICs) while the NFS modules
+	// load.
+	if l, err := netlink.LinkByName(ifname); err == nil {
+		netlink.LinkSetUp(l)
+	}
+	p.retry("loading NFS and overlay modules", func() error { return loadModules(modDir, mods, man.Load, nil) })
 	var nc *netConf
 	if a := params.Addr; a != nil && macOf(ifname).String() == a.MAC.String() {
 		// The firmware (iPXE) already holds an address: a second DHCP

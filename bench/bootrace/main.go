@@ -1,0 +1,756 @@
+// Command bootrace is the QEMU side of bench/bootrace.sh: it times one
+// node's power-on to its serial "login:" prompt, booted three ways from
+// one image tree, one boot at a time, in rounds:
+//
+//   - bootd: `bootd serve` in proxy mode beside the site's dnsmasq, in the
+//     lab's own namespaces (lab.Up, StartSiteDHCP, bootd serve, StartNode:
+//     what `bootd lab up --nodes 1` does);
+//   - peer: the hand-wired stack (dnsmasq proxy-DHCP + TFTP, pxelinux or
+//     syslinux.efi, Debian's initramfs-tools NFS root, rpcbind +
+//     nfs-ganesha), in namespaces of its own on 10.214.0.0/24, the node
+//     started by the same lab.StartNode;
+//   - limit: no network boot, the image on a virtio disk, QEMU
+//     -kernel/-initrd, otherwise the same QEMU node.
+//
+// bootrace.sh installs packages and builds what the peer and the limit
+// boot (initrds, TFTP tree, disk image); this program only starts servers
+// and nodes, times them, and cleans up by PID (lab.Lab.Down).
+//
+//	bootrace prepare -dir DIR -bootd BIN        image + bootd initrd (lab.Prepare)
+//	bootrace run -dir DIR -bootd BIN -out OUT ...
+//	bootrace cleanup -out OUT -dir DIR          take down whatever a killed run left
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/bootd/bootd/lab"
+)
+
+// The peer's network: its own namespaces, its own addresses (the lab's
+// are 10.213.0.0/24; these never leave the peer's namespaces either).
+const (
+	peerMasterIP = "10.214.0.1"
+	peerSiteIP   = "10.214.0.2"
+	peerNet      = "10.214.0.0"
+	peerLow      = "10.214.0.100"
+	peerHigh     = "10.214.0.199"
+
+	// Namespace name prefixes (lab.Lab.NS adds -sw, -site, -master).
+	bootdLab = "brace-bd"
+	peerLab  = "brace-peer"
+	limitLab = "brace-limit"
+
+	// The bootd lab's config (lab.Prepare, Nodes: 1) knows node01 by this MAC.
+	bootdMAC = "52:54:00:bd:00:01"
+	peerMAC  = "52:54:00:be:00:01"
+	limitMAC = "52:54:00:bf:00:01"
+
+	ganeshaMntPort = "20048"
+)
+
+var systems = []string{"bootd", "peer", "limit"}
+
+func main() {
+	log := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "[%s] bootrace: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(f, a...)) }
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bootrace prepare|run|cleanup [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "prepare":
+		err = prepare(os.Args[2:], log)
+	case "run":
+		err = runAll(os.Args[2:], log)
+	case "cleanup":
+		err = cleanupCmd(os.Args[2:], log)
+	default:
+		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
+	}
+	if err != nil {
+		log("FATAL: %v", err)
+		os.Exit(1)
+	}
+}
+
+type logf func(string, ...any)
+
+func prepare(args []string, log logf) error {
+	fs := flag.NewFlagSet("prepare", flag.ExitOnError)
+	dir := fs.String("dir", "", "the bootd lab's --dir")
+	bootd := fs.String("bootd", "", "bootd binary")
+	fs.Parse(args)
+	if *dir == "" || *bootd == "" {
+		return errors.New("prepare: -dir and -bootd are required")
+	}
+	log("preparing the bootd lab in %s (image built if missing, initrd always)", *dir)
+	cfg, err := lab.Prepare(context.Background(), lab.Options{Dir: *dir, Name: bootdLab, Nodes: 1, Firmware: "bios",
+		Suite: "trixie", Bootd: *bootd, Out: os.Stderr})
+	if err != nil {
+		return err
+	}
+	fmt.Println(cfg)
+	return nil
+}
+
+// config of a run.
+type config struct {
+	dir, bootd, out, tftp, tree string
+	limitKernel, limitInitrd    string
+	limitDisk                   string
+	rounds                      int
+	firmwares, systems          []string
+	timeout                     time.Duration
+	append                      string
+	log                         logf
+}
+
+// result of one boot.
+type result struct {
+	Round    int               `json:"round"`
+	Firmware string            `json:"firmware"`
+	System   string            `json:"system"`
+	Seconds  float64           `json:"seconds"` // power-on to "login:"; NaN if it never came
+	Result   string            `json:"result"`
+	Foreign  int               `json:"foreign_qemu"` // other QEMUs seen on the machine during the boot
+	Console  string            `json:"console"`
+	Stages   map[string]string `json:"stages,omitempty"` // bootd's records, seconds after power-on
+	Start    time.Time         `json:"start"`
+}
+
+func runAll(args []string, log logf) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	var c config
+	var fws, syss string
+	fs.StringVar(&c.dir, "dir", "", "the bootd lab's --dir (prepared)")
+	fs.StringVar(&c.bootd, "bootd", "", "bootd binary")
+	fs.StringVar(&c.out, "out", "/var/tmp/bootrace", "output directory")
+	fs.StringVar(&c.tftp, "tftp", "", "the peer's TFTP root")
+	fs.StringVar(&c.tree, "tree", "", "the image root tree the peer exports")
+	fs.StringVar(&c.limitKernel, "limit-kernel", "", "the limit's kernel")
+	fs.StringVar(&c.limitInitrd, "limit-initrd", "", "the limit's initramfs-tools initrd (local root)")
+	fs.StringVar(&c.limitDisk, "limit-disk", "", "the limit's pristine ext4 disk image (copied for each boot)")
+	fs.StringVar(&c.append, "append", "console=tty0 console=ttyS0,115200n8 quiet", "kernel arguments the peer and the limit add (bootd's lab uses these)")
+	fs.IntVar(&c.rounds, "rounds", 2, "rounds")
+	fs.StringVar(&fws, "firmwares", "bios,uefi", "firmwares")
+	fs.StringVar(&syss, "systems", "bootd,peer,limit", "systems, in the order booted within a round")
+	fs.DurationVar(&c.timeout, "timeout", 6*time.Minute, "per boot, power-on to login:")
+	fs.Parse(args)
+	c.firmwares = strings.Split(fws, ",")
+	c.systems = strings.Split(syss, ",")
+	c.log = log
+	for _, s := range c.systems {
+		if s != "bootd" && s != "peer" && s != "limit" {
+			return fmt.Errorf("unknown system %q", s)
+		}
+	}
+	for _, d := range []string{"consoles", "logs"} {
+		if err := os.MkdirAll(filepath.Join(c.out, d), 0o755); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	raw, err := os.Create(filepath.Join(c.out, "raw.tsv"))
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	fmt.Fprintln(raw, "round\tfirmware\tsystem\tseconds\tresult\tforeign_qemu\tconsole")
+	rawJSON, err := os.Create(filepath.Join(c.out, "raw.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer rawJSON.Close()
+
+	start := time.Now()
+	var results []result
+	for r := 1; r <= c.rounds; r++ {
+		for _, fw := range c.firmwares {
+			for _, sys := range c.systems {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				log("round %d/%d, %s, %s: setting up", r, c.rounds, fw, sys)
+				res := c.one(ctx, r, fw, sys)
+				results = append(results, res)
+				fmt.Fprintf(raw, "%d\t%s\t%s\t%.1f\t%s\t%d\t%s\n", res.Round, res.Firmware, res.System, res.Seconds, res.Result, res.Foreign, res.Console)
+				b, _ := json.Marshal(struct {
+					result
+					Seconds *float64 `json:"seconds"`
+				}{res, finite(res.Seconds)})
+				rawJSON.Write(append(b, '\n'))
+				log("round %d/%d, %s, %s: %s %.1fs", r, c.rounds, fw, sys, res.Result, res.Seconds)
+			}
+		}
+	}
+	var tbl bytes.Buffer
+	table(&tbl, c, results)
+	fmt.Fprintf(&tbl, "\n%d boots in %v\n", len(results), time.Since(start).Round(time.Second))
+	os.Stdout.Write(tbl.Bytes())
+	return os.WriteFile(filepath.Join(c.out, "table.txt"), tbl.Bytes(), 0o644)
+}
+
+func finite(f float64) *float64 {
+	if math.IsNaN(f) {
+		return nil
+	}
+	return &f
+}
+
+// one boots one node and takes down everything started for it.
+func (c config) one(ctx context.Context, round int, fw, sys string) result {
+	res := result{Round: round, Firmware: fw, System: sys, Seconds: math.NaN()}
+	name := fmt.Sprintf("r%d-%s-%s", round, fw, sys)
+	var l *lab.Lab
+	var node *lab.Node
+	var err error
+	switch sys {
+	case "bootd":
+		l, node, err = c.upBootd(fw)
+	case "peer":
+		l, node, err = c.upPeer(fw)
+	case "limit":
+		l, node, err = c.upLimit(fw)
+	}
+	if l != nil {
+		defer func() {
+			l.Out = io.Discard
+			if err := l.Down(); err != nil {
+				c.log("%s: taking down: %v", name, err)
+			}
+			c.keepLogs(l, name)
+		}()
+	}
+	if err != nil {
+		res.Result = "setup failed: " + err.Error()
+		return res
+	}
+	res.Start = startOf(node)
+	res.Console = filepath.Join(c.out, "consoles", name+".console")
+	d, foreign, err := watch(ctx, node, res.Start, c.timeout, res.Console, c.ownQEMU(l, node.Name))
+	res.Foreign = foreign
+	if err != nil {
+		res.Result = err.Error()
+	} else {
+		res.Seconds = d.Seconds()
+		res.Result = "ok"
+	}
+	if sys == "bootd" {
+		res.Stages = bootdStages(ctx, l, node.MAC, res.Start)
+	}
+	return res
+}
+
+// powerOn records when a node was powered on: just before its QEMU starts.
+var powerOn = map[string]time.Time{}
+
+func startOf(n *lab.Node) time.Time { return powerOn[n.Console] }
+
+func (c config) ownQEMU(l *lab.Lab, node string) int {
+	for _, p := range l.Procs {
+		if p.Name == node {
+			return p.PID
+		}
+	}
+	return 0
+}
+
+// keepLogs copies the servers' logs of one boot under OUT/logs.
+func (c config) keepLogs(l *lab.Lab, name string) {
+	m, _ := filepath.Glob(filepath.Join(l.Dir, "*.log"))
+	for _, f := range m {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		os.WriteFile(filepath.Join(c.out, "logs", name+"-"+filepath.Base(f)), b, 0o644)
+		// Start appends to its logs: each boot's copy holds that boot only.
+		os.Truncate(f, 0)
+	}
+}
+
+// reset takes down whatever a killed earlier run left in dir/name.
+func reset(dir, name string) {
+	if old, err := lab.Load(dir); err == nil {
+		old.Out = io.Discard
+		old.Down()
+	}
+	l := &lab.Lab{Dir: dir, Name: name, Out: io.Discard}
+	l.Down() // the namespaces, if lab.json never named them
+}
+
+func sh(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func specFor(fw, mac string) lab.NodeSpec {
+	// The lab's nodes: BIOS with e1000, UEFI with virtio-net, 1 GiB, one vCPU.
+	s := lab.NodeSpec{Name: "node01", MAC: mac, Firmware: lab.Firmware(fw), NIC: "e1000", MemoryMB: 1024}
+	if fw == "uefi" {
+		s.NIC = "virtio-net-pci"
+	}
+	return s
+}
+
+func startNode(l *lab.Lab, spec lab.NodeSpec) (*lab.Node, error) {
+	console := filepath.Join(l.Dir, spec.Name+".console")
+	t := time.Now()
+	n, err := l.StartNode(spec)
+	if err == nil {
+		powerOn[console] = t
+	}
+	return n, err
+}
+
+// waitLog waits until the log file shows want after offset.
+func waitLog(path string, off int64, want string, timeout time.Duration, alive func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(path)
+		if int64(len(b)) > off && bytes.Contains(b[off:], []byte(want)) {
+			return nil
+		}
+		if alive != nil && !alive() {
+			return fmt.Errorf("exited before %q in %s", want, path)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no %q in %s after %v", want, path, timeout)
+}
+
+func size(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func running(cmd *exec.Cmd) func() bool {
+	return func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(b, ')')
+		return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
+	}
+}
+
+// upBootd is `bootd lab up --nodes 1 --firmware FW` (lab.UpCluster) with
+// the NIC the lab gives each firmware in a mixed lab: UpCluster alone would
+// give a one-node UEFI lab an e1000. bootd must have indexed the image
+// before the node is powered on, as the peer's servers are up before it.
+func (c config) upBootd(fw string) (*lab.Lab, *lab.Node, error) {
+	dir := filepath.Join(c.dir, "lab")
+	reset(dir, bootdLab)
+	l, err := lab.Up(dir, bootdLab)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := l.StartSiteDHCP(); err != nil {
+		return l, nil, err
+	}
+	logPath := filepath.Join(dir, "bootd.log")
+	off := size(logPath)
+	cmd, err := l.Start("master", "bootd", c.bootd, "serve", "--config", filepath.Join(c.dir, "bootd.yaml"))
+	if err != nil {
+		return l, nil, err
+	}
+	if err := waitLog(logPath, off, "indexed generation", 60*time.Second, running(cmd)); err != nil {
+		return l, nil, fmt.Errorf("bootd: %w", err)
+	}
+	time.Sleep(time.Second)
+	n, err := startNode(l, specFor(fw, bootdMAC))
+	return l, n, err
+}
+
+// netns builds the namespaces of a lab that is not lab.Up's: the switch
+// (bridge br0, which lab.StartNode plugs taps into) and, when withServers,
+// site and master on 10.214.0.0/24.
+func netns(name string, withServers bool) error {
+	ns := func(role string) string { return name + "-" + role }
+	steps := [][]string{
+		{"ip", "netns", "add", ns("sw")},
+		{"ip", "-n", ns("sw"), "link", "set", "lo", "up"},
+		{"ip", "-n", ns("sw"), "link", "add", "br0", "type", "bridge", "forward_delay", "0"},
+		{"ip", "-n", ns("sw"), "link", "set", "br0", "up"},
+	}
+	if withServers {
+		steps = append(steps,
+			[]string{"ip", "netns", "add", ns("site")},
+			[]string{"ip", "netns", "add", ns("master")},
+			[]string{"ip", "-n", ns("site"), "link", "set", "lo", "up"},
+			[]string{"ip", "-n", ns("master"), "link", "set", "lo", "up"},
+			[]string{"ip", "-n", ns("sw"), "link", "add", "to-site", "type", "veth", "peer", "name", "s0", "netns", ns("site")},
+			[]string{"ip", "-n", ns("sw"), "link", "add", "to-master", "type", "veth", "peer", "name", "m0", "netns", ns("master")},
+			[]string{"ip", "-n", ns("sw"), "link", "set", "to-site", "master", "br0", "up"},
+			[]string{"ip", "-n", ns("sw"), "link", "set", "to-master", "master", "br0", "up"},
+			[]string{"ip", "-n", ns("site"), "addr", "add", peerSiteIP + "/24", "dev", "s0"},
+			[]string{"ip", "-n", ns("site"), "link", "set", "s0", "up"},
+			[]string{"ip", "-n", ns("master"), "addr", "add", peerMasterIP + "/24", "dev", "m0"},
+			[]string{"ip", "-n", ns("master"), "link", "set", "m0", "up"},
+		)
+	}
+	for _, s := range steps {
+		if err := sh(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upPeer starts the hand-wired stack: site DHCP (as the lab's), rpcbind
+// (with a /run of its own: its socket file would otherwise be shared by
+// every network namespace), nfs-ganesha exporting the tree read-only over
+// NFSv3, and dnsmasq as proxy-DHCP with its own TFTP server.
+func (c config) upPeer(fw string) (*lab.Lab, *lab.Node, error) {
+	dir := filepath.Join(c.out, "peer")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	reset(dir, peerLab)
+	l := &lab.Lab{Dir: dir, Name: peerLab}
+	if err := netns(peerLab, true); err != nil {
+		return l, nil, err
+	}
+	os.Remove(filepath.Join(dir, "site.leases"))
+	if _, err := l.Start("site", "site-dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null",
+		"--interface=s0", "--bind-interfaces", "--no-resolv", "--no-hosts",
+		"--dhcp-range="+peerLow+","+peerHigh+",255.255.255.0,1h",
+		"--dhcp-leasefile="+filepath.Join(dir, "site.leases"), "--log-dhcp"); err != nil {
+		return l, nil, err
+	}
+	rpc, err := l.Start("master", "rpcbind", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+		`mount -t tmpfs -o mode=755 bootrace-run /run || exit 1
+mkdir -p /run/rpcbind && chown _rpc /run/rpcbind 2>/dev/null
+exec "$@"`, "_", "rpcbind", "-f", "-w")
+	if err != nil {
+		return l, nil, err
+	}
+	sock := fmt.Sprintf("/proc/%d/root/run/rpcbind.sock", rpc.Process.Pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, err := os.Stat(sock); err == nil && st.Mode()&os.ModeSocket != 0 {
+			break
+		}
+		if time.Now().After(deadline) || !running(rpc)() {
+			return l, nil, fmt.Errorf("rpcbind did not start: see %s", filepath.Join(dir, "rpcbind.log"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	conf := filepath.Join(dir, "ganesha.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`NFS_CORE_PARAM {
+  Protocols = 3;
+  NFS_Protocols = 3;
+  NFS_Port = 2049;
+  MNT_Port = %s;
+  Enable_NLM = false;
+  Enable_RQUOTA = false;
+}
+NFSV4 { Graceless = true; }
+EXPORT {
+  Export_Id = 1;
+  Path = %s;
+  Pseudo = %s;
+  Access_Type = RO;
+  Squash = No_Root_Squash;
+  Protocols = 3;
+  Transports = UDP, TCP;
+  SecType = sys;
+  FSAL { Name = VFS; }
+}
+LOG { Default_Log_Level = EVENT; }
+`, ganeshaMntPort, c.tree, c.tree)), 0o644); err != nil {
+		return l, nil, err
+	}
+	glog := filepath.Join(dir, "ganesha.nfsd.log")
+	os.Remove(glog)
+	g, err := l.Start("master", "ganesha", "nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", rpc.Process.Pid),
+		"ganesha.nfsd", "-F", "-f", conf, "-L", glog, "-p", filepath.Join(dir, "ganesha.pid"))
+	if err != nil {
+		return l, nil, err
+	}
+	if err := waitLog(glog, 0, "NFS SERVER INITIALIZED", 60*time.Second, running(g)); err != nil {
+		return l, nil, fmt.Errorf("ganesha: %w", err)
+	}
+	if _, err := l.Start("master", "pxe-dnsmasq", "dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null",
+		"--interface=m0", "--bind-interfaces", "--no-resolv", "--no-hosts",
+		"--dhcp-range="+peerNet+",proxy,255.255.255.0",
+		// dnsmasq adds ".0" to a basename without a dot (x86PC).
+		"--pxe-service=x86PC,bootrace peer BIOS,bios/pxelinux",
+		"--pxe-service=BC_EFI,bootrace peer UEFI,efi64/syslinux.efi",
+		"--pxe-service=X86-64_EFI,bootrace peer UEFI,efi64/syslinux.efi",
+		"--enable-tftp", "--tftp-root="+c.tftp, "--log-dhcp"); err != nil {
+		return l, nil, err
+	}
+	time.Sleep(time.Second)
+	n, err := startNode(l, specFor(fw, peerMAC))
+	return l, n, err
+}
+
+// upLimit boots the image from a virtio disk with QEMU -kernel/-initrd: the
+// lab's node otherwise (memory, one vCPU, NIC on an empty bridge, serial
+// log, firmware), no network boot.
+func (c config) upLimit(fw string) (*lab.Lab, *lab.Node, error) {
+	dir := filepath.Join(c.out, "limit")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	reset(dir, limitLab)
+	l := &lab.Lab{Dir: dir, Name: limitLab}
+	if err := netns(limitLab, false); err != nil {
+		return l, nil, err
+	}
+	// A fresh copy each boot: the limit boots read-write, and a second
+	// boot of the same disk would not be a first boot (machine-id).
+	disk := filepath.Join(dir, "disk.img")
+	os.Remove(disk)
+	if err := sh("cp", "--sparse=always", c.limitDisk, disk); err != nil {
+		return l, nil, err
+	}
+	spec := specFor(fw, limitMAC)
+	tap := "tap0"
+	for _, s := range [][]string{
+		{"ip", "-n", l.NS("sw"), "tuntap", "add", "dev", tap, "mode", "tap"},
+		{"ip", "-n", l.NS("sw"), "link", "set", tap, "master", "br0", "up"},
+	} {
+		if err := sh(s...); err != nil {
+			return l, nil, err
+		}
+	}
+	l.Taps = append(l.Taps, tap)
+	console := filepath.Join(dir, spec.Name+".console")
+	sock := filepath.Join(dir, spec.Name+".sock")
+	mon := filepath.Join(dir, spec.Name+".monitor")
+	for _, f := range []string{console, sock, mon} {
+		os.Remove(f)
+	}
+	// lab.StartNode's QEMU command line, plus the disk and the kernel.
+	args := []string{"qemu-system-x86_64", "-name", spec.Name, "-m", fmt.Sprint(spec.MemoryMB), "-smp", "1",
+		"-display", "none", "-monitor", "unix:" + mon + ",server=on,wait=off",
+		"-chardev", "socket,id=con0,path=" + sock + ",server=on,wait=off,logfile=" + console,
+		"-serial", "chardev:con0",
+		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
+		"-device", spec.NIC + ",netdev=n0,mac=" + spec.MAC,
+		"-drive", "file=" + disk + ",if=virtio,format=raw",
+		"-kernel", c.limitKernel, "-initrd", c.limitInitrd,
+		"-append", "root=/dev/vda rw " + c.append}
+	if fw == "uefi" {
+		vars := filepath.Join(dir, spec.Name+".vars.fd")
+		if err := sh("cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars); err != nil {
+			return l, nil, err
+		}
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	t := time.Now()
+	if _, err := l.Start("sw", spec.Name, args...); err != nil {
+		return l, nil, err
+	}
+	powerOn[console] = t
+	return l, &lab.Node{NodeSpec: spec, Console: console, Socket: sock, Monitor: mon}, nil
+}
+
+// watch waits for "login:" on the node's console and keeps a copy of the
+// console with the seconds since power-on at the start of each line. It
+// also counts QEMU processes on the machine that are not this node's.
+func watch(ctx context.Context, n *lab.Node, t0 time.Time, timeout time.Duration, copyTo string, own int) (time.Duration, int, error) {
+	f, err := os.Create(copyTo)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	w := bufio.NewWriter(f)
+	defer w.Flush()
+	var off int
+	lineStart := true
+	foreign := 0
+	lastScan := time.Time{}
+	for {
+		now := time.Now()
+		b, _ := os.ReadFile(n.Console)
+		if len(b) > off {
+			el := now.Sub(t0).Seconds()
+			for _, ch := range b[off:] {
+				if lineStart {
+					fmt.Fprintf(w, "[%7.2fs] ", el)
+					lineStart = false
+				}
+				w.WriteByte(ch)
+				if ch == '\n' {
+					lineStart = true
+				}
+			}
+			off = len(b)
+			if bytes.Contains(b, []byte("login:")) {
+				w.WriteString("\n")
+				return now.Sub(t0), foreign, nil
+			}
+		}
+		if now.Sub(lastScan) > time.Second {
+			lastScan = now
+			if k := countQEMU(own); k > foreign {
+				foreign = k
+			}
+		}
+		if now.Sub(t0) > timeout {
+			return 0, foreign, fmt.Errorf("timed out after %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, foreign, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// countQEMU counts running qemu-system processes other than own.
+func countQEMU(own int) int {
+	ents, _ := os.ReadDir("/proc")
+	k := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == own {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		argv0 := string(bytes.SplitN(b, []byte{0}, 2)[0])
+		if strings.Contains(filepath.Base(argv0), "qemu-system") {
+			k++
+		}
+	}
+	return k
+}
+
+// bootdStages reads bootd's own record of the boot: each stage, in seconds
+// after power-on.
+func bootdStages(ctx context.Context, l *lab.Lab, mac string, t0 time.Time) map[string]string {
+	out := map[string]string{}
+	// The "up" report may come a moment after the login prompt.
+	for i := 0; i < 20; i++ {
+		d, err := l.API().Node(ctx, mac)
+		if err == nil && len(d.Boots) > 0 {
+			b := d.Boots[len(d.Boots)-1]
+			for _, a := range b.Stages {
+				out[string(a.Stage)] = fmt.Sprintf("%.1f", a.Time.Sub(t0).Seconds())
+			}
+			if _, ok := out["up"]; ok {
+				break
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func table(w io.Writer, c config, results []result) {
+	fmt.Fprintf(w, "\nPower-on to serial \"login:\", median seconds over %d round(s) (TCG, 1 vCPU, 1 GiB)\n\n", c.rounds)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "firmware\tbootd\tpeer\tlimit\tbootd/peer\tbootd-limit\tok (bootd/peer/limit)\t")
+	for _, fw := range c.firmwares {
+		med := map[string]float64{}
+		ok := map[string]string{}
+		for _, sys := range systems {
+			var v []float64
+			n := 0
+			for _, r := range results {
+				if r.Firmware == fw && r.System == sys {
+					n++
+					if r.Result == "ok" {
+						v = append(v, r.Seconds)
+					}
+				}
+			}
+			med[sys] = median(v)
+			ok[sys] = fmt.Sprintf("%d/%d", len(v), n)
+		}
+		num := func(f float64, form string) string {
+			if math.IsNaN(f) {
+				return "-"
+			}
+			return fmt.Sprintf(form, f)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s %s %s\t\n", fw, num(med["bootd"], "%.1f"), num(med["peer"], "%.1f"), num(med["limit"], "%.1f"),
+			num(med["bootd"]/med["peer"], "%.2f"), num(med["bootd"]-med["limit"], "%+.1f"), ok["bootd"], ok["peer"], ok["limit"])
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nPer boot (seconds; '-' = did not reach login:):")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "round\tfirmware\tsystem\tseconds\tother QEMUs\tresult\tbootd stages (s after power-on)")
+	for _, r := range results {
+		s := "-"
+		if r.Result == "ok" {
+			s = fmt.Sprintf("%.1f", r.Seconds)
+		}
+		var st []string
+		for _, name := range lab.Stages {
+			if v, ok := r.Stages[name]; ok {
+				st = append(st, name+" "+v)
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Round, r.Firmware, r.System, s, r.Foreign, r.Result, strings.Join(st, ", "))
+	}
+	tw.Flush()
+}
+
+// cleanupCmd takes down the three labs of a killed run: their processes,
+// verified by PID and start time (lab.Proc), and their namespaces.
+func cleanupCmd(args []string, log logf) error {
+	fs := flag.NewFlagSet("cleanup", flag.ExitOnError)
+	out := fs.String("out", "/var/tmp/bootrace", "output directory")
+	dir := fs.String("dir", "", "the bootd lab's --dir")
+	fs.Parse(args)
+	labs := map[string]string{filepath.Join(*out, "peer"): peerLab, filepath.Join(*out, "limit"): limitLab}
+	if *dir != "" {
+		labs[filepath.Join(*dir, "lab")] = bootdLab
+	}
+	for d, name := range labs {
+		if _, err := os.Stat(d); err != nil {
+			continue
+		}
+		reset(d, name)
+	}
+	return nil
+}
