@@ -80,6 +80,10 @@ type NFS struct {
 	// bootd saw a node boot from (default true). AUTH_SYS lets anyone on
 	// an allowed network claim root and read the image's root-only files.
 	SquashUnknown bool `yaml:"squash_unknown"`
+	// Record, if set, is a file where every read-only NFS call is written
+	// as a JSON line, by path (at most 1,000,000 lines): how a boot's
+	// working set is recorded for bench/storm. Off by default.
+	Record string `yaml:"record"`
 
 	allow []netip.Prefix
 }
@@ -460,6 +464,9 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	c.table = table
 	if c.NFS.allow, err = allowList("nfs.allow", c.NFS.Allow, fail); err != nil {
 		return err
+	}
+	if c.NFS.Record != "" && !filepath.IsAbs(c.NFS.Record) {
+		return fail("nfs.record", "want an absolute file path, got %q", c.NFS.Record)
 	}
 	return c.validateStatus(fail)
 }

@@ -96,6 +96,9 @@ func (c *call) nfs() {
 		}
 		return
 	}
+	if c.s.cfg.Record != nil {
+		c.record()
+	}
 	switch c.h.proc {
 	case procGetattr:
 		c.getattr()

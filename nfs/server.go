@@ -61,6 +61,11 @@ type Config struct {
 	// Metrics, if set, counts calls, data read and connections for
 	// Prometheus.
 	Metrics *Metrics
+	// Record, if set, is told of every read-only NFS call with a valid
+	// handle, by path (Op): how a boot's working set is recorded for
+	// bench/storm. It is called on the connection's goroutine; it must
+	// not block.
+	Record func(Op)
 }
 
 // Deadlines, so that a client that stops talking costs nothing for long.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -69,6 +72,11 @@ func runServe(args []string) error {
 	var stats statsWriter
 	stats.path = filepath.Join(cfg.StateDir, "run", "stats.json")
 	if cfg.NFS.Listen != "" {
+		rec, closeRec, err := nfsRecorder(cfg.NFS.Record)
+		if err != nil {
+			return err
+		}
+		defer closeRec()
 		srv := nfs.New(nfs.Config{
 			Store:             st,
 			Allow:             cfg.NFS.AllowPrefixes(),
@@ -78,6 +86,7 @@ func runServe(args []string) error {
 			Logger:            log,
 			Metrics:           nfs.NewMetrics(reg),
 			Squash:            squashUnknown(cfg, evs),
+			Record:            rec,
 			OnMount: func(client netip.AddrPort, image string, gen int) {
 				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Image: image, Generation: gen, Detail: fmt.Sprintf("nfs mount %s/%d", image, gen)})
 			},
@@ -195,6 +204,34 @@ func squashUnknown(cfg *config.Config, evs *events.Log) func(netip.Addr) bool {
 		_, known := evs.MACOf(a.String())
 		return !known
 	}
+}
+
+// nfsRecorder writes nfs.record: each call a JSON line, at most
+// maxRecorded of them.
+func nfsRecorder(path string) (func(nfs.Op), func(), error) {
+	if path == "" {
+		return nil, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nfs.record: %w", err)
+	}
+	const maxRecorded = 1_000_000
+	var (
+		mu sync.Mutex
+		n  int
+	)
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	rec := func(op nfs.Op) {
+		mu.Lock()
+		defer mu.Unlock()
+		if n < maxRecorded {
+			n++
+			enc.Encode(op)
+		}
+	}
+	return rec, func() { mu.Lock(); w.Flush(); f.Close(); mu.Unlock() }, nil
 }
 
 // keepRecords marks stalled boots lost and saves the node records every
