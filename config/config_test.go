@@ -79,7 +79,7 @@ syslog:
 
 func TestErrorsNameFileLineAndKey(t *testing.T) {
 	cases := []struct{ yaml, want string }{
-		{"state_dir: /x\nnfs:\n  lisen: \":2049\"\n", `bootd.yaml:3: unknown key "lisen" in nfs (known keys: allow, listen, max_connections, max_connections_per_client, secure_ports, squash_unknown)`},
+		{"state_dir: /x\nnfs:\n  lisen: \":2049\"\n", `bootd.yaml:3: unknown key "lisen" in nfs (known keys: allow, listen, max_connections, max_connections_per_client, record, secure_ports, squash_unknown)`},
 		{"statedir: /x\n", `bootd.yaml:1: unknown key "statedir" in the top level`},
 		{"nfs:\n  allow: [10.0.0.0/24, 10.0.0/33]\n", `bootd.yaml:2: nfs.allow[1]: want a network in CIDR form`},
 		{"nfs:\n  allow: 10.0.0.0/24\n", `bootd.yaml:2: nfs.allow: want a list`},
