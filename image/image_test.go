@@ -106,6 +106,11 @@ func TestPrepare(t *testing.T) {
 	if strings.Contains(fstab, "\t/\t") || !strings.Contains(fstab, "files:/home\t/home\tnfs\tvers=3,nofail,_netdev") || !strings.Contains(fstab, "LABEL=scratch\t/scratch\text4\tdefaults,nofail") {
 		t.Errorf("fstab:\n%s", fstab)
 	}
+	for _, g := range MaskedGenerators {
+		if l, _ := os.Readlink(filepath.Join(root, "etc/systemd/system-generators", g)); l != "/dev/null" {
+			t.Errorf("generator %s not masked", g)
+		}
+	}
 	for _, u := range DisabledUnits {
 		if l, _ := os.Readlink(filepath.Join(root, "etc/systemd/system", u)); l != "/dev/null" {
 			t.Errorf("%s not masked", u)

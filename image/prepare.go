@@ -80,7 +80,7 @@ var Steps = []Step{
 	{"root-access", "root's password hash and authorized_keys from the config.", stepRootAccess},
 	{"logs", "The journal stays in RAM (volatile, capped) and rsyslog forwards everything over TCP to bootd's syslog receiver (the rule bootd-init writes at boot from bootd.log, empty when bootd receives no logs) or to image.syslog.", stepLogs},
 	{"fstab", "No root entry (bootd-init mounts it); site mounts from the config, because heavy writes must not fill the RAM layer.", stepFstab},
-	{"services", "Services that make no sense on a shared read-only root are disabled: apt timers, fstrim, e2scrub, man-db. The image carries no SSH host keys (shared ones would let any node's root impersonate every node, and the export is readable by whoever speaks NFS as root): " + hostKeyUnit + " makes ed25519 and ecdsa keys at boot, in the node's RAM layer, before sshd starts, and sshd is told to offer those two (RSA takes seconds to make under emulation). A site wanting stable keys puts them in the image with a hook (they are kept; but then every node of the image shares them, on the export).", stepServices},
+	{"services", "Services that make no sense on a shared read-only root are disabled: apt timers, fstrim, e2scrub, man-db; and the systemd generators that look for what a diskless node has not (local root and swap partitions, hibernation, TPM, offline updates, a VM's vsock). The image carries no SSH host keys (shared ones would let any node's root impersonate every node, and the export is readable by whoever speaks NFS as root): " + hostKeyUnit + " makes ed25519 and ecdsa keys at boot, in the node's RAM layer, early (beside sysinit, not after basic.target) and before sshd starts, and sshd is told to offer those two (RSA takes seconds to make under emulation). A site wanting stable keys puts them in the image with a hook (they are kept; but then every node of the image shares them, on the export).", stepServices},
 	{"report", "So that the master sees every node come up and go down, " + reportUnit + " tells bootd's HTTP server (bootd.report) the node reached multi-user, and, when stopped at shutdown, that it is going down: one POST each, with bash's /dev/tcp (images need no curl), given at most 5 seconds so that a dead master never delays a boot or a shutdown, and never failing the unit. It runs only when bootd-init wrote " + boot.ReportEnv + ".", stepReport},
 	{"nis", "Optional NIS client: domain and server from the config.", stepNIS},
 	{"updated", "/etc/.updated and /var/.updated carry /usr's time, as systemd-update-done leaves them after a first boot: otherwise every boot of a root that never keeps its writes runs ldconfig, the journal catalog update and update-done again (5 s before sysinit.target under emulation).", stepUpdated},
@@ -482,6 +482,15 @@ var hostKeyTypes = []string{"ed25519", "ecdsa"}
 // are the units Debian 13's own sshd-keygen.service is wanted by.
 var hostKeyWants = []string{"ssh.service", "sshd.service", "sshd@.service", "ssh.socket"}
 
+// MaskedGenerators are systemd generators masked in every image: each
+// runs (from NFS, under emulation for tens of milliseconds to seconds)
+// before systemd starts its first unit, and these have nothing to find on
+// a diskless node: a root or swap partition on a local disk (gpt-auto),
+// a hibernation image, a TPM, an offline update, a VM's vsock for SSH (the
+// ssh generator also loads the vsock modules, and fails, on every boot).
+var MaskedGenerators = []string{"systemd-gpt-auto-generator", "systemd-hibernate-resume-generator",
+	"systemd-tpm2-generator", "systemd-system-update-generator", "systemd-ssh-generator"}
+
 // DisabledUnits are masked in every image.
 var DisabledUnits = []string{
 	"apt-daily.timer", "apt-daily-upgrade.timer", "apt-daily.service", "apt-daily-upgrade.service",
@@ -492,6 +501,11 @@ var DisabledUnits = []string{
 func stepServices(root string, _ Settings) error {
 	for _, u := range DisabledUnits {
 		if err := symlink(root, "/dev/null", path.Join("etc/systemd/system", u)); err != nil {
+			return err
+		}
+	}
+	for _, g := range MaskedGenerators {
+		if err := symlink(root, "/dev/null", path.Join("etc/systemd/system-generators", g)); err != nil {
 			return err
 		}
 	}
@@ -511,10 +525,15 @@ func hostKeys(root string) error {
 		"# image by a site's hook) are kept.\n" +
 		"[Unit]\nDescription=SSH host keys for this boot\n" +
 		"ConditionPathExists=/usr/bin/ssh-keygen\n" +
-		// Not Before=ssh.socket: a service after basic.target cannot be
-		// before a socket; and the socket only starts ssh.service, which
-		// waits for this unit.
-		"Before=ssh.service sshd.service sshd@.service\n\n" +
+		// Early, beside udev and the rest of sysinit, not after
+		// basic.target: making keys takes seconds under emulation, and
+		// multi-user waits for sshd, which waits for the keys. /etc is the
+		// RAM layer's from the first instant; local-fs is all it needs.
+		"DefaultDependencies=no\nAfter=local-fs.target\nConflicts=shutdown.target\n" +
+		// Not Before=ssh.socket: sockets.target, and so basic.target,
+		// would wait for the keys; the socket only starts ssh.service,
+		// which waits for this unit.
+		"Before=ssh.service sshd.service sshd@.service shutdown.target\n\n" +
 		"[Service]\nType=oneshot\nRemainAfterExit=yes\n")
 	conf.WriteString("# Written by bootd: the host keys " + hostKeyUnit + " makes at boot.\n" +
 		"# Named, so that sshd does not look for key types nodes do not have.\n")
