@@ -410,6 +410,16 @@ func (l *Log) update(n *Node, e Event) {
 	switch {
 	case b == nil || b.over():
 		b = l.newBoot(n, e.Time)
+	case e.Stage == StageRoot || e.Stage == StageUp:
+		// The node itself says each of these once per boot: said again,
+		// it is a new boot whose first stages bootd did not see (it was
+		// restarting while the node fetched its kernel).
+		if _, again := b.Reached(e.Stage); again {
+			if _, up := b.Reached(StageUp); !up {
+				l.reach(n, b, At{Stage: StageLost, Time: e.Time, Detail: "started over: reported " + string(e.Stage) + " again"})
+			}
+			b = l.newBoot(n, e.Time)
+		}
 	case e.Stage == StageDHCP && e.Chained && b.Last().Stage == StageLoader:
 		// The iPXE that the loader stage chained to asks again: the
 		// same boot.

@@ -119,6 +119,32 @@ func TestChainedIPXEIsOneBoot(t *testing.T) {
 	}
 }
 
+// TestBootBootdDidNotSeeStart: bootd restarted while a node fetched its
+// kernel, so the new boot's first stages are not in its records; the
+// node's root and up reports still make a new boot, not nothing.
+func TestBootBootdDidNotSeeStart(t *testing.T) {
+	l, now := clock(Limits{})
+	playBoot(l, now, mac1, ip1, StageUp)
+	for _, s := range []Stage{StageRoot, StageUp} {
+		*now = now.Add(10 * time.Second)
+		l.Record(Event{MAC: mac1, IP: ip1, Stage: s})
+	}
+	n, _ := l.Node(mac1)
+	if len(n.Boots) != 2 || stages(&n.Boots[1]) != "root up" || n.Stage != StageUp || !n.Since.Equal(*now) {
+		t.Errorf("boots %+v, stage %s since %v", n.Boots, n.Stage, n.Since)
+	}
+	// A boot stuck before up, then a root report again: that one was lost.
+	*now = now.Add(time.Minute)
+	l.Record(Event{MAC: mac1, IP: ip1, Stage: StageDHCP})
+	*now = now.Add(time.Second)
+	l.Record(Event{MAC: mac1, IP: ip1, Stage: StageRoot})
+	*now = now.Add(time.Second)
+	l.Record(Event{MAC: mac1, IP: ip1, Stage: StageRoot})
+	if n, _ := l.Node(mac1); len(n.Boots) != 4 || stages(&n.Boots[2]) != "dhcp root lost" {
+		t.Errorf("boots %+v", n.Boots)
+	}
+}
+
 func TestRestartBeforeUpIsLost(t *testing.T) {
 	l, now := clock(Limits{})
 	playBoot(l, now, mac1, ip1, StageKernel)
