@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -76,12 +77,13 @@ interface: %s
 dhcp: {mode: proxy}
 tftp: {listen: "0.0.0.0:69"}
 nfs: {listen: "%s:2049", allow: ["10.213.0.0/24"]}
+http: {listen: "%s:%d", boot: off}
 defaults: {image: marker, console: "ttyS0,115200n8", append: "panic=-1"}
 unknown_nodes: ignore
 nodes:
   - {mac: "52:54:00:bd:00:01", hostname: bios-node}
   - {mac: "52:54:00:bd:00:02", hostname: uefi-node}
-`, state, MasterIf, MasterIP)), 0o644)
+`, state, MasterIf, MasterIP, MasterIP, APIPort)), 0o644)
 
 	l, err := Up(filepath.Join(dir, "lab"), fmt.Sprintf("bdt%d", os.Getpid()%100000))
 	if err != nil {
@@ -140,19 +142,35 @@ nodes:
 			t.Errorf("dnsmasq leased nothing to %s:\n%s", n.MAC, leases)
 		}
 	}
-	logb, _ := os.ReadFile(filepath.Join(l.Dir, "bootd.log"))
-	log := string(logb)
-	for _, want := range []string{
-		`msg="answered PXE client" service=dhcp mode=proxy mac=52:54:00:bd:00:01`,
-		`msg="answered PXE client" service=dhcp mode=proxy mac=52:54:00:bd:00:02 port=4011`,
-		`file=pxelinux.0`, `file=ldlinux.c32`, `file=syslinux.efi`, `file=ldlinux.e64`,
-		`file=pxelinux.cfg/01-52-54-00-bd-00-01`, `file=pxelinux.cfg/01-52-54-00-bd-00-02`,
-		`file=images/marker/1/vmlinuz`, `file=images/marker/1/initrd.img`,
-	} {
-		if !strings.Contains(log, want) {
-			t.Errorf("bootd log lacks %q", want)
+	// What bootd saw, from its API: the proxy answers (port 4011 for
+	// UEFI), then the loader, its config and the boot files over TFTP
+	// (http.boot: off, the path of firmware that is not iPXE).
+	api := l.API()
+	for _, n := range nodes {
+		d, err := api.Node(context.Background(), n.MAC)
+		if err != nil || len(d.Boots) == 0 {
+			t.Errorf("%s: no record: %v", n.Name, err)
+			continue
+		}
+		var got []string
+		for _, a := range d.Boots[len(d.Boots)-1].Stages {
+			got = append(got, string(a.Stage)+": "+a.Detail)
+		}
+		all := strings.Join(got, "\n")
+		wants := []string{"dhcp: proxy dhcp: bios offer via port 67: pxelinux.0", "loader: tftp pxelinux.0",
+			"config: tftp pxelinux.cfg/01-" + strings.ReplaceAll(n.MAC, ":", "-") + " -> marker/1",
+			"kernel: tftp images/marker/1/vmlinuz", "initrd: tftp images/marker/1/initrd.img"}
+		if n.Firmware == UEFI {
+			wants[0], wants[1] = "dhcp: proxy dhcp: uefi offer via port 67", "loader: tftp syslinux.efi"
+		}
+		for _, want := range wants {
+			if !strings.Contains(all, want) {
+				t.Errorf("%s: record lacks %q:\n%s", n.Name, want, all)
+			}
 		}
 	}
+	logb, _ := os.ReadFile(filepath.Join(l.Dir, "bootd.log"))
+	log := string(logb)
 	if t.Failed() {
 		t.Logf("bootd log:\n%s", tail(log, 6000))
 	}

@@ -62,14 +62,30 @@ func (d *daemon) logText() string {
 	return d.log.String()
 }
 
+// freePort returns a port nothing listens on, never one it returned
+// before: a port closed and asked for again can come back, and two
+// services of one bootd given the same port fail to start (seen in CI).
 func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !portsGiven[addr] {
+			portsGiven[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[string]bool{}
+)
 
 // startBootd runs `bootd serve --config` with only NFS enabled and waits
 // until it accepts connections.
