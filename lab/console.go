@@ -98,6 +98,10 @@ func (n *Node) Run(cmd string, timeout time.Duration) (string, error) {
 	}
 	out, err := n.waitAfter(off, end, timeout)
 	if err != nil {
+		// Interrupt the command, or the line a character lost on the
+		// serial line left open (a quote unclosed, the shell waiting at
+		// "> "), so that the next command starts at a fresh prompt.
+		n.Type("\x03\n")
 		return out, err
 	}
 	i := strings.Index(out, start)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/bootrace.sh — power-on to the serial "login:" prompt of one QEMU node,
+# bench/boot.sh — power-on to the serial "login:" prompt of one QEMU node,
 # side by side in one run, for:
 #   bootd  the node PXE-boots from `bootd serve` in proxy mode beside the site's
 #          dnsmasq: what `bootd lab up --nodes 1 --firmware bios|uefi` does
@@ -17,16 +17,19 @@
 # lab's (lab.StartNode: TCG, 1 vCPU, 1 GiB, serial logged to a file).
 # Boots run one at a time: per round and firmware, bootd, peer, limit.
 #
-# Usage (as root, Debian 12 host):   bash bench/bootrace.sh
+# Usage (as root, Debian 12 host):   bash bench/boot.sh
 #
 # Environment knobs:
 #   ROUNDS=2            rounds (the table shows medians)
 #   OUT=/var/tmp/bootrace   output: table.txt, raw.tsv, raw.jsonl, consoles/,
 #                       logs/; also the bootd lab dir and the peer's files
 #   FIRMWARES=bios,uefi
-#   SYSTEMS=bootd,peer,limit   (order within a round)
+#   SYSTEMS=bootd,bootd-tftp,peer,limit   (order within a round; bootd is its
+#                       HTTP path, bootd-tftp the same with http.boot: off)
 #   LAB_DIR=$OUT/lab    bootd lab --dir (image state; its package cache is a
 #                       symlink to DEBS)
+#   REUSE_IMAGE=0       1: keep an image that another bootd build made (by
+#                       default it is built again, packages from the cache)
 #   DEBS=/var/cache/bootd-lab/debs
 #   PEER_MODULES=netboot   initramfs-tools MODULES= of the peer's initrd
 #   LIMIT_MODULES=most     MODULES= of the limit's initrd (Debian's default)
@@ -34,7 +37,8 @@
 #                       peer and the limit add (what bootd's lab nodes get)
 #   TIMEOUT=6m          per boot
 #   WAIT_IDLE=1         wait (polling every 30 s) until no qemu-system process
-#                       runs on the machine before the first boot
+#                       runs on the machine, before building and again before
+#                       the first boot
 #
 # Everything this script starts is stopped by PID on exit (the labs' processes
 # by lab.Lab.Down, which checks each PID's start time), and its namespaces
@@ -50,7 +54,7 @@ export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 ROUNDS=${ROUNDS:-2}
 OUT=${OUT:-/var/tmp/bootrace}
 FIRMWARES=${FIRMWARES:-bios,uefi}
-SYSTEMS=${SYSTEMS:-bootd,peer,limit}
+SYSTEMS=${SYSTEMS:-bootd,bootd-tftp,peer,limit}
 LAB_DIR=${LAB_DIR:-$OUT/lab}
 DEBS=${DEBS:-/var/cache/bootd-lab/debs}
 PEER_MODULES=${PEER_MODULES:-netboot}
@@ -58,8 +62,9 @@ LIMIT_MODULES=${LIMIT_MODULES:-most}
 KARGS=${KARGS:-console=tty0 console=ttyS0,115200n8 quiet}
 TIMEOUT=${TIMEOUT:-6m}
 WAIT_IDLE=${WAIT_IDLE:-1}
+REUSE_IMAGE=${REUSE_IMAGE:-0}
 
-PEER_SERVER=10.214.0.1 # the peer's master namespace (bench/bootrace/main.go)
+PEER_SERVER=10.214.0.1 # the peer's master namespace (bench/boot/main.go)
 BIN=$OUT/bin
 WORK=$OUT/work
 
@@ -140,16 +145,27 @@ install_deps() {
 
 build() {
 	mkdir -p "$BIN"
-	log "building bootd and bench/bootrace from $REPO ($(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
+	log "building bootd and bench/boot from $REPO ($(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?'))"
 	(cd "$REPO" && CGO_ENABLED=0 go build -ldflags='-s -w' -o "$BIN/bootd" ./cmd/bootd) || die "building bootd"
-	(cd "$REPO" && CGO_ENABLED=0 go build -o "$BIN/bootrace" ./bench/bootrace) || die "building bootrace"
+	(cd "$REPO" && CGO_ENABLED=0 go build -o "$BIN/bootrace" ./bench/boot) || die "building bench/boot"
 }
 
-# The bootd lab's state dir, with the lab tests' shared package cache.
+# The bootd lab's state dir, with the lab tests' shared package cache. The
+# image is rebuilt when another bootd built it (image preparation changes
+# with bootd), unless REUSE_IMAGE=1.
 prepare_lab() {
+	local sum built=0
 	mkdir -p "$LAB_DIR/state/cache" "$DEBS"
 	[[ -e $LAB_DIR/state/cache/debs ]] || ln -s "$DEBS" "$LAB_DIR/state/cache/debs"
+	sum=$(sha256sum "$BIN/bootd" | cut -d' ' -f1)
+	if [[ -d $LAB_DIR/state/images/trixie && $REUSE_IMAGE != 1 &&
+		$(cat "$LAB_DIR/image-built-by" 2>/dev/null) != "$sum" ]]; then
+		log "the image in $LAB_DIR was built by another bootd: building it again (REUSE_IMAGE=1 keeps it)"
+		rm -rf "$LAB_DIR/state/images/trixie"
+	fi
+	[[ -d $LAB_DIR/state/images/trixie ]] || built=1
 	run_bg "$BIN/bootrace" prepare -dir "$LAB_DIR" -bootd "$BIN/bootd" >/dev/null || die "preparing the bootd lab"
+	((!built)) || echo "$sum" >"$LAB_DIR/image-built-by"
 	GEN=$(readlink -f "$LAB_DIR/state/images/trixie/current")
 	TREE=$GEN/root
 	[[ -d $TREE/etc ]] || die "no image tree at $TREE"
@@ -301,6 +317,7 @@ meta() {
 T0=$SECONDS
 mkdir -p "$OUT"
 install_deps
+wait_idle # the image build and mkinitramfs would slow someone else's QEMU
 build
 prepare_lab
 prepare_artifacts

@@ -1,10 +1,12 @@
-// Command bootrace is the QEMU side of bench/bootrace.sh: it times one
-// node's power-on to its serial "login:" prompt, booted three ways from
+// Command bootrace is the QEMU side of bench/boot.sh: it times one
+// node's power-on to its serial "login:" prompt, booted four ways from
 // one image tree, one boot at a time, in rounds:
 //
 //   - bootd: `bootd serve` in proxy mode beside the site's dnsmasq, in the
 //     lab's own namespaces (lab.Up, StartSiteDHCP, bootd serve, StartNode:
-//     what `bootd lab up --nodes 1` does);
+//     what `bootd lab up --nodes 1` does), on its HTTP path;
+//   - bootd-tftp: the same with http.boot: off (pxelinux.0 or syslinux.efi
+//     over TFTP, the path of firmware that is not iPXE);
 //   - peer: the hand-wired stack (dnsmasq proxy-DHCP + TFTP, pxelinux or
 //     syslinux.efi, Debian's initramfs-tools NFS root, rpcbind +
 //     nfs-ganesha), in namespaces of its own on 10.214.0.0/24, the node
@@ -12,13 +14,14 @@
 //   - limit: no network boot, the image on a virtio disk, QEMU
 //     -kernel/-initrd, otherwise the same QEMU node.
 //
-// bootrace.sh installs packages and builds what the peer and the limit
+// boot.sh installs packages and builds what the peer and the limit
 // boot (initrds, TFTP tree, disk image); this program only starts servers
 // and nodes, times them, and cleans up by PID (lab.Lab.Down).
 //
 //	bootrace prepare -dir DIR -bootd BIN        image + bootd initrd (lab.Prepare)
 //	bootrace run -dir DIR -bootd BIN -out OUT ...
 //	bootrace cleanup -out OUT -dir DIR          take down whatever a killed run left
+//	bootrace table -out OUT                     the table again, from OUT/raw.jsonl
 package main
 
 import (
@@ -35,6 +38,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -67,10 +72,12 @@ const (
 	ganeshaMntPort = "20048"
 )
 
-var systems = []string{"bootd", "peer", "limit"}
+var systems = []string{"bootd", "bootd-tftp", "peer", "limit"}
 
 func main() {
-	log := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "[%s] bootrace: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(f, a...)) }
+	log := func(f string, a ...any) {
+		fmt.Fprintf(os.Stderr, "[%s] bootrace: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(f, a...))
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: bootrace prepare|run|cleanup [flags]")
 		os.Exit(2)
@@ -83,6 +90,8 @@ func main() {
 		err = runAll(os.Args[2:], log)
 	case "cleanup":
 		err = cleanupCmd(os.Args[2:], log)
+	case "table":
+		err = tableCmd(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}
@@ -132,6 +141,7 @@ type result struct {
 	Seconds  float64           `json:"seconds"` // power-on to "login:"; NaN if it never came
 	Result   string            `json:"result"`
 	Foreign  int               `json:"foreign_qemu"` // other QEMUs seen on the machine during the boot
+	OtherCPU float64           `json:"other_cpu"`    // CPU cores busy with anything but the node's QEMU, on average
 	Console  string            `json:"console"`
 	Stages   map[string]string `json:"stages,omitempty"` // bootd's records, seconds after power-on
 	Start    time.Time         `json:"start"`
@@ -152,14 +162,14 @@ func runAll(args []string, log logf) error {
 	fs.StringVar(&c.append, "append", "console=tty0 console=ttyS0,115200n8 quiet", "kernel arguments the peer and the limit add (bootd's lab uses these)")
 	fs.IntVar(&c.rounds, "rounds", 2, "rounds")
 	fs.StringVar(&fws, "firmwares", "bios,uefi", "firmwares")
-	fs.StringVar(&syss, "systems", "bootd,peer,limit", "systems, in the order booted within a round")
+	fs.StringVar(&syss, "systems", "bootd,bootd-tftp,peer,limit", "systems, in the order booted within a round")
 	fs.DurationVar(&c.timeout, "timeout", 6*time.Minute, "per boot, power-on to login:")
 	fs.Parse(args)
 	c.firmwares = strings.Split(fws, ",")
 	c.systems = strings.Split(syss, ",")
 	c.log = log
 	for _, s := range c.systems {
-		if s != "bootd" && s != "peer" && s != "limit" {
+		if !slices.Contains(systems, s) {
 			return fmt.Errorf("unknown system %q", s)
 		}
 	}
@@ -176,7 +186,7 @@ func runAll(args []string, log logf) error {
 		return err
 	}
 	defer raw.Close()
-	fmt.Fprintln(raw, "round\tfirmware\tsystem\tseconds\tresult\tforeign_qemu\tconsole")
+	fmt.Fprintln(raw, "round\tfirmware\tsystem\tseconds\tresult\tforeign_qemu\tother_cpu\tconsole")
 	rawJSON, err := os.Create(filepath.Join(c.out, "raw.jsonl"))
 	if err != nil {
 		return err
@@ -194,7 +204,7 @@ func runAll(args []string, log logf) error {
 				log("round %d/%d, %s, %s: setting up", r, c.rounds, fw, sys)
 				res := c.one(ctx, r, fw, sys)
 				results = append(results, res)
-				fmt.Fprintf(raw, "%d\t%s\t%s\t%.1f\t%s\t%d\t%s\n", res.Round, res.Firmware, res.System, res.Seconds, res.Result, res.Foreign, res.Console)
+				fmt.Fprintf(raw, "%d\t%s\t%s\t%.1f\t%s\t%d\t%.2f\t%s\n", res.Round, res.Firmware, res.System, res.Seconds, res.Result, res.Foreign, res.OtherCPU, res.Console)
 				b, _ := json.Marshal(struct {
 					result
 					Seconds *float64 `json:"seconds"`
@@ -227,7 +237,9 @@ func (c config) one(ctx context.Context, round int, fw, sys string) result {
 	var err error
 	switch sys {
 	case "bootd":
-		l, node, err = c.upBootd(fw)
+		l, node, err = c.upBootd(fw, "chain")
+	case "bootd-tftp":
+		l, node, err = c.upBootd(fw, "off")
 	case "peer":
 		l, node, err = c.upPeer(fw)
 	case "limit":
@@ -248,7 +260,17 @@ func (c config) one(ctx context.Context, round int, fw, sys string) result {
 	}
 	res.Start = startOf(node)
 	res.Console = filepath.Join(c.out, "consoles", name+".console")
-	d, foreign, err := watch(ctx, node, res.Start, c.timeout, res.Console, c.ownQEMU(l, node.Name))
+	own := c.ownQEMU(l, node.Name)
+	busy0, total0 := cpuStat()
+	q0 := procCPU(own)
+	d, foreign, err := watch(ctx, node, res.Start, c.timeout, res.Console, own)
+	busy1, total1 := cpuStat()
+	if q1 := procCPU(own); total1 > total0 && q1 >= q0 {
+		// The machine's ticks and the process's are counted apart: on an
+		// otherwise idle machine the difference may come out below zero.
+		other := (float64(busy1) - float64(busy0) - float64(q1-q0)) * float64(runtime.NumCPU()) / float64(total1-total0)
+		res.OtherCPU = math.Max(other, 0)
+	}
 	res.Foreign = foreign
 	if err != nil {
 		res.Result = err.Error()
@@ -256,7 +278,7 @@ func (c config) one(ctx context.Context, round int, fw, sys string) result {
 		res.Seconds = d.Seconds()
 		res.Result = "ok"
 	}
-	if sys == "bootd" {
+	if strings.HasPrefix(sys, "bootd") {
 		res.Stages = bootdStages(ctx, l, node.MAC, res.Start)
 	}
 	return res
@@ -366,7 +388,23 @@ func running(cmd *exec.Cmd) func() bool {
 // the NIC the lab gives each firmware in a mixed lab: UpCluster alone would
 // give a one-node UEFI lab an e1000. bootd must have indexed the image
 // before the node is powered on, as the peer's servers are up before it.
-func (c config) upBootd(fw string) (*lab.Lab, *lab.Node, error) {
+// upBootd starts bootd with http.boot mode: chain (its default, the HTTP
+// path for the lab's iPXE ROMs) or off (pxelinux/syslinux over TFTP).
+func (c config) upBootd(fw, mode string) (*lab.Lab, *lab.Node, error) {
+	cfg := filepath.Join(c.dir, "bootd.yaml")
+	if mode != "chain" {
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !bytes.Contains(b, []byte("boot: chain")) {
+			return nil, nil, errors.New("the lab's bootd.yaml has no http boot: chain to change")
+		}
+		cfg = filepath.Join(c.dir, "bootd-"+mode+".yaml")
+		if err := os.WriteFile(cfg, bytes.Replace(b, []byte("boot: chain"), []byte("boot: "+mode), 1), 0o644); err != nil {
+			return nil, nil, err
+		}
+	}
 	dir := filepath.Join(c.dir, "lab")
 	reset(dir, bootdLab)
 	l, err := lab.Up(dir, bootdLab)
@@ -378,7 +416,7 @@ func (c config) upBootd(fw string) (*lab.Lab, *lab.Node, error) {
 	}
 	logPath := filepath.Join(dir, "bootd.log")
 	off := size(logPath)
-	cmd, err := l.Start("master", "bootd", c.bootd, "serve", "--config", filepath.Join(c.dir, "bootd.yaml"))
+	cmd, err := l.Start("master", "bootd", c.bootd, "serve", "--config", cfg)
 	if err != nil {
 		return l, nil, err
 	}
@@ -631,6 +669,53 @@ func watch(ctx context.Context, n *lab.Node, t0 time.Time, timeout time.Duration
 	}
 }
 
+// cpuStat returns the machine's busy and total CPU time so far (all
+// CPUs, clock ticks).
+func cpuStat() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		if i >= 8 { // guest time is already in user
+			break
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
+}
+
+// procCPU returns a process's CPU time (user + system, clock ticks).
+func procCPU(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	sy, _ := strconv.ParseUint(f[12], 10, 64)
+	return u + sy
+}
+
+// contended: the node shared the machine with other work: more than a
+// quarter of a core busy besides its QEMU on average (bootd or the peer's
+// servers serving one node take a few hundredths). Another QEMU alone does
+// not count: a node idling at its login prompt takes about 0.01 core.
+func (r result) contended() bool { return r.OtherCPU > 0.25 }
+
 // countQEMU counts running qemu-system processes other than own.
 func countQEMU(own int) int {
 	ents, _ := os.ReadDir("/proc")
@@ -687,8 +772,40 @@ func median(v []float64) float64 {
 
 func table(w io.Writer, c config, results []result) {
 	fmt.Fprintf(w, "\nPower-on to serial \"login:\", median seconds over %d round(s) (TCG, 1 vCPU, 1 GiB)\n\n", c.rounds)
+	medians(w, c, results, func(result) bool { return true })
+	var contended []string
+	for _, r := range results {
+		if r.contended() {
+			contended = append(contended, fmt.Sprintf("r%d-%s-%s", r.Round, r.Firmware, r.System))
+		}
+	}
+	if len(contended) > 0 {
+		fmt.Fprintf(w, "\nContended boots (other work kept more than 0.25 core busy beside the node): %s.\nWithout them:\n\n", strings.Join(contended, ", "))
+		medians(w, c, results, func(r result) bool { return !r.contended() })
+	}
+	fmt.Fprintln(w, "\nPer boot (seconds; '-' = did not reach login:; other CPU = cores busy besides the node's QEMU):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "round\tfirmware\tsystem\tseconds\tother QEMUs\tother CPU\tresult\tbootd stages (s after power-on)")
+	for _, r := range results {
+		s := "-"
+		if r.Result == "ok" {
+			s = fmt.Sprintf("%.1f", r.Seconds)
+		}
+		var st []string
+		for _, name := range lab.Stages {
+			if v, ok := r.Stages[name]; ok {
+				st = append(st, name+" "+v)
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\n", r.Round, r.Firmware, r.System, s, r.Foreign, r.OtherCPU, r.Result, strings.Join(st, ", "))
+	}
+	tw.Flush()
+}
+
+// medians writes the table of medians over the boots that pass keep.
+func medians(w io.Writer, c config, results []result, keep func(result) bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "firmware\tbootd\tpeer\tlimit\tbootd/peer\tbootd-limit\tok (bootd/peer/limit)\t")
+	fmt.Fprintln(tw, "firmware\tbootd (HTTP)\tbootd (TFTP)\tpeer\tlimit\tHTTP/peer\tTFTP/peer\tHTTP-limit\tok (HTTP/TFTP/peer/limit)\t")
 	for _, fw := range c.firmwares {
 		med := map[string]float64{}
 		ok := map[string]string{}
@@ -696,7 +813,7 @@ func table(w io.Writer, c config, results []result) {
 			var v []float64
 			n := 0
 			for _, r := range results {
-				if r.Firmware == fw && r.System == sys {
+				if r.Firmware == fw && r.System == sys && keep(r) {
 					n++
 					if r.Result == "ok" {
 						v = append(v, r.Seconds)
@@ -712,25 +829,10 @@ func table(w io.Writer, c config, results []result) {
 			}
 			return fmt.Sprintf(form, f)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s %s %s\t\n", fw, num(med["bootd"], "%.1f"), num(med["peer"], "%.1f"), num(med["limit"], "%.1f"),
-			num(med["bootd"]/med["peer"], "%.2f"), num(med["bootd"]-med["limit"], "%+.1f"), ok["bootd"], ok["peer"], ok["limit"])
-	}
-	tw.Flush()
-	fmt.Fprintln(w, "\nPer boot (seconds; '-' = did not reach login:):")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "round\tfirmware\tsystem\tseconds\tother QEMUs\tresult\tbootd stages (s after power-on)")
-	for _, r := range results {
-		s := "-"
-		if r.Result == "ok" {
-			s = fmt.Sprintf("%.1f", r.Seconds)
-		}
-		var st []string
-		for _, name := range lab.Stages {
-			if v, ok := r.Stages[name]; ok {
-				st = append(st, name+" "+v)
-			}
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Round, r.Firmware, r.System, s, r.Foreign, r.Result, strings.Join(st, ", "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s %s %s %s\t\n", fw, num(med["bootd"], "%.1f"), num(med["bootd-tftp"], "%.1f"),
+			num(med["peer"], "%.1f"), num(med["limit"], "%.1f"),
+			num(med["bootd"]/med["peer"], "%.2f"), num(med["bootd-tftp"]/med["peer"], "%.2f"), num(med["bootd"]-med["limit"], "%+.1f"),
+			ok["bootd"], ok["bootd-tftp"], ok["peer"], ok["limit"])
 	}
 	tw.Flush()
 }
@@ -753,4 +855,53 @@ func cleanupCmd(args []string, log logf) error {
 		reset(d, name)
 	}
 	return nil
+}
+
+// tableCmd prints the table of an earlier run from its raw.jsonl.
+func tableCmd(args []string) error {
+	fs := flag.NewFlagSet("table", flag.ExitOnError)
+	out := fs.String("out", "/var/tmp/bootrace", "output directory of the run")
+	fs.Parse(args)
+	f, err := os.Open(filepath.Join(*out, "raw.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var c config
+	var results []result
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var r struct {
+			result
+			Seconds *float64 `json:"seconds"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return err
+		}
+		r.result.Seconds = math.NaN()
+		if r.Seconds != nil {
+			r.result.Seconds = *r.Seconds
+		}
+		results = append(results, r.result)
+		if r.Round > c.rounds {
+			c.rounds = r.Round
+		}
+		if !contains(c.firmwares, r.Firmware) {
+			c.firmwares = append(c.firmwares, r.Firmware)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	table(os.Stdout, c, results)
+	return nil
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
