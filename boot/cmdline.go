@@ -124,7 +124,7 @@ func (p Params) Args() []string {
 		a = append(a, "bootd.hostname="+p.Hostname)
 	}
 	if len(p.BootIF) == 6 {
-		a = append(a, "BOOTIF=01-"+strings.ReplaceAll(p.BootIF.String(), ":", "-"))
+		a = append(a, "BOOTIF=01-"+dashed(p.BootIF))
 	}
 	if p.Union != "" {
 		a = append(a, "bootd.union="+p.Union)

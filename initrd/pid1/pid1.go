@@ -212,11 +212,7 @@ func (p *initProc) run() {
 	if hostname == "" {
 		hostname = nc.hostname
 	}
-	var mac net.HardwareAddr
-	if l, err := net.InterfaceByName(ifname); err == nil {
-		mac = l.HardwareAddr
-	}
-	me := newReport(params, mac, hostname)
+	me := newReport(params, macOf(ifname), hostname)
 	if err := handover(ifname, hostname, me, nc, params); err != nil {
 		p.fatal("preparing the new root: %v", err)
 	}
