@@ -282,3 +282,46 @@ func TestDiff(t *testing.T) {
 		t.Errorf("files: %s", got)
 	}
 }
+
+// TestUpdateWithNewKernelMakesNewInitrd: an update that brings a new
+// kernel gets boot files of its own, made by the initrd generator from the
+// new tree; the running generation's stay as they were.
+func TestUpdateWithNewKernelMakesNewInitrd(t *testing.T) {
+	st, _ := toyImage(t)
+	var gotRoot, sawKernel string
+	initrd := func(root, bootDir string) (string, error) {
+		gotRoot = root
+		sawKernel = contents(filepath.Join(root, "boot/vmlinuz-6.99-new"))
+		os.MkdirAll(bootDir, 0o755)
+		os.WriteFile(filepath.Join(bootDir, "vmlinuz"), []byte("new kernel"), 0o644)
+		return "6.99-new", os.WriteFile(filepath.Join(bootDir, "initrd.img"), []byte("new initrd"), 0o644)
+	}
+	// An update that changes nothing of the kernel shares the boot files.
+	gen, err := Update(context.Background(), st, UpdateOptions{Name: "toy", Publish: true, Initrd: initrd, Run: []string{"echo x > /etc/x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotRoot != "" || contents(filepath.Join(st.BootDir("toy", gen), "initrd.img")) != "initrd" {
+		t.Fatalf("an update without a new kernel made an initrd (root %q)", gotRoot)
+	}
+	gen, err = Update(context.Background(), st, UpdateOptions{Name: "toy", Publish: true, Initrd: initrd,
+		Run: []string{"mkdir -p /boot /lib/modules/6.99-new && echo k > /boot/vmlinuz-6.99-new && echo dep > /lib/modules/6.99-new/modules.dep"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotRoot == "" || sawKernel != "k\n" {
+		t.Errorf("the initrd generator was not given the new tree (root %q)", gotRoot)
+	}
+	if contents(filepath.Join(st.BootDir("toy", gen), "initrd.img")) != "new initrd" ||
+		contents(filepath.Join(st.BootDir("toy", gen), "vmlinuz")) != "new kernel" {
+		t.Error("the new generation lacks its new boot files")
+	}
+	if contents(filepath.Join(st.BootDir("toy", 1), "initrd.img")) != "initrd" || contents(filepath.Join(st.BootDir("toy", 1), "vmlinuz")) != "kernel" {
+		t.Error("generation 1's boot files changed")
+	}
+	var meta Meta
+	json.Unmarshal([]byte(contents(filepath.Join(st.GenDir("toy", gen), "image.json"))), &meta)
+	if meta.Kernel != "6.99-new" {
+		t.Errorf("image.json kernel %q", meta.Kernel)
+	}
+}
