@@ -28,6 +28,8 @@
 #                       HTTP path, bootd-tftp the same with http.boot: off)
 #   LAB_DIR=$OUT/lab    bootd lab --dir (image state; its package cache is a
 #                       symlink to DEBS)
+#   SUITE=bookworm      the Debian release of the image all four boot
+#                       (bookworm or trixie)
 #   REUSE_IMAGE=0       1: keep an image that another bootd build made (by
 #                       default it is built again, packages from the cache)
 #   DEBS=/var/cache/bootd-lab/debs
@@ -63,6 +65,7 @@ KARGS=${KARGS:-console=tty0 console=ttyS0,115200n8 quiet}
 TIMEOUT=${TIMEOUT:-6m}
 WAIT_IDLE=${WAIT_IDLE:-1}
 REUSE_IMAGE=${REUSE_IMAGE:-0}
+SUITE=${SUITE:-bookworm}
 
 PEER_SERVER=10.214.0.1 # the peer's master namespace (bench/boot/main.go)
 BIN=$OUT/bin
@@ -158,15 +161,15 @@ prepare_lab() {
 	mkdir -p "$LAB_DIR/state/cache" "$DEBS"
 	[[ -e $LAB_DIR/state/cache/debs ]] || ln -s "$DEBS" "$LAB_DIR/state/cache/debs"
 	sum=$(sha256sum "$BIN/bootd" | cut -d' ' -f1)
-	if [[ -d $LAB_DIR/state/images/trixie && $REUSE_IMAGE != 1 &&
-		$(cat "$LAB_DIR/image-built-by" 2>/dev/null) != "$sum" ]]; then
+	if [[ -d $LAB_DIR/state/images/$SUITE && $REUSE_IMAGE != 1 &&
+		$(cat "$LAB_DIR/image-built-by-$SUITE" 2>/dev/null) != "$sum" ]]; then
 		log "the image in $LAB_DIR was built by another bootd: building it again (REUSE_IMAGE=1 keeps it)"
-		rm -rf "$LAB_DIR/state/images/trixie"
+		rm -rf "$LAB_DIR/state/images/$SUITE"
 	fi
-	[[ -d $LAB_DIR/state/images/trixie ]] || built=1
-	run_bg "$BIN/bootrace" prepare -dir "$LAB_DIR" -bootd "$BIN/bootd" >/dev/null || die "preparing the bootd lab"
-	((!built)) || echo "$sum" >"$LAB_DIR/image-built-by"
-	GEN=$(readlink -f "$LAB_DIR/state/images/trixie/current")
+	[[ -d $LAB_DIR/state/images/$SUITE ]] || built=1
+	run_bg "$BIN/bootrace" prepare -dir "$LAB_DIR" -bootd "$BIN/bootd" -suite "$SUITE" >/dev/null || die "preparing the bootd lab"
+	((!built)) || echo "$sum" >"$LAB_DIR/image-built-by-$SUITE"
+	GEN=$(readlink -f "$LAB_DIR/state/images/$SUITE/current")
 	TREE=$GEN/root
 	[[ -d $TREE/etc ]] || die "no image tree at $TREE"
 	local k
@@ -197,6 +200,26 @@ build_initrd() {
 		mkdir -p "$m/tmp" "$m/etc/initramfs-tools/conf.d"
 		sed -i "s/^MODULES=.*/MODULES=$modules/" "$m/etc/initramfs-tools/initramfs.conf"
 		echo "BOOT=$boot" >"$m/etc/initramfs-tools/conf.d/bootrace"
+		if [[ $boot == nfs ]]; then
+			# What an admin adds to make the shared read-only NFS root
+			# writable per node: a tmpfs overlay on top of it, mounted
+			# after the NFS mount (nfs-bottom). Without it systemd starts
+			# on a read-only / and units fail (logind, ssh, rsyslog).
+			echo overlay >>"$m/etc/initramfs-tools/modules"
+			mkdir -p "$m/etc/initramfs-tools/scripts/nfs-bottom"
+			cat >"$m/etc/initramfs-tools/scripts/nfs-bottom/overlay" <<-"SCRIPT"
+				#!/bin/sh
+				case $1 in prereqs) exit 0 ;; esac
+				. /scripts/functions
+				mkdir -p /run/root-ro /run/root-rw
+				mount -t tmpfs -o mode=755 root-rw /run/root-rw
+				mkdir -p /run/root-rw/upper /run/root-rw/work
+				mount -o move "$rootmnt" /run/root-ro
+				mount -t overlay -o lowerdir=/run/root-ro,upperdir=/run/root-rw/upper,workdir=/run/root-rw/work overlay "$rootmnt" ||
+					panic "overlay root failed"
+			SCRIPT
+			chmod 755 "$m/etc/initramfs-tools/scripts/nfs-bottom/overlay"
+		fi
 		chroot "$m" mkinitramfs -o /tmp/bootrace-initrd.img "$kver"
 		cp "$m/tmp/bootrace-initrd.img" "$out.tmp"
 		mv "$out.tmp" "$out"
@@ -256,7 +279,7 @@ prepare_artifacts() {
 	mkdir -p "$WORK"
 	chmod 755 "$OUT" "$WORK"
 	local stamp
-	stamp="$GEN $(stat -c %Y "$GEN/image.json" 2>/dev/null || echo 0) $KVER $PEER_MODULES $LIMIT_MODULES $KARGS v1"
+	stamp="$GEN $(stat -c %Y "$GEN/image.json" 2>/dev/null || echo 0) $KVER $PEER_MODULES $LIMIT_MODULES $KARGS v2"
 	if [[ -f $WORK/stamp && $(cat "$WORK/stamp") == "$stamp" && -f $WORK/peer-initrd.img &&
 		-f $WORK/limit-initrd.img && -f $WORK/limit-disk.img && -f $WORK/tftp/bios/vmlinuz ]]; then
 		log "peer and limit files are current (delete $WORK/stamp to rebuild)"

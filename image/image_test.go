@@ -99,7 +99,7 @@ func TestPrepare(t *testing.T) {
 	if j := read(t, root, "etc/systemd/journald.conf.d/bootd.conf"); !strings.Contains(j, "Storage=volatile") {
 		t.Errorf("journald: %s", j)
 	}
-	if r := read(t, root, "etc/rsyslog.d/60-bootd-forward.conf"); !strings.Contains(r, "$IncludeConfig "+boot.ForwardConf) {
+	if r := read(t, root, "etc/rsyslog.d/60-bootd-forward.conf"); !strings.Contains(r, `include(file="`+boot.ForwardConf+`" mode="optional")`) {
 		t.Errorf("rsyslog: %s", r)
 	}
 	fstab := read(t, root, "etc/fstab")

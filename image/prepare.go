@@ -405,7 +405,9 @@ func stepLogs(root string, s Settings) error {
 	var rule string
 	switch s.Syslog {
 	case "":
-		rule = "# Written by bootd: forward everything to bootd's syslog receiver, if it\n# listens (bootd-init writes the rule at boot).\n$IncludeConfig " + boot.ForwardConf + "\n"
+		// Optional: a node booted some other way (from a disk, by another
+		// server) has no rule file, and rsyslog must start without one.
+		rule = "# Written by bootd: forward everything to bootd's syslog receiver, if it\n# listens (bootd-init writes the rule at boot).\ninclude(file=\"" + boot.ForwardConf + "\" mode=\"optional\")\n"
 	case "none":
 		return nil
 	default:

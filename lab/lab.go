@@ -285,6 +285,9 @@ type NodeSpec struct {
 	// Kernel, Initrd and Append boot the node directly (QEMU -kernel)
 	// instead of by PXE, to test an initrd on its own.
 	Kernel, Initrd, Append string
+	// Disk is a raw disk image the node gets as a virtio disk: a node
+	// booted from a local disk, to compare network boots against.
+	Disk string
 }
 
 // Node is a running QEMU node.
@@ -330,9 +333,13 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 		"-serial", "chardev:con0",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
 		"-device", spec.NIC + ",netdev=n0,mac=" + spec.MAC}
-	switch {
-	case spec.Kernel != "":
+	if spec.Disk != "" {
+		args = append(args, "-drive", "file="+spec.Disk+",if=virtio,format=raw")
+	}
+	if spec.Kernel != "" {
 		args = append(args, "-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", spec.Append)
+	}
+	switch {
 	case spec.Firmware == UEFI:
 		vars := filepath.Join(l.Dir, spec.Name+".vars.fd")
 		b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -345,7 +352,7 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
-	default:
+	case spec.Kernel == "":
 		args = append(args, "-boot", "n")
 	}
 	if _, err := l.Start("sw", spec.Name, args...); err != nil {

@@ -107,13 +107,14 @@ func prepare(args []string, log logf) error {
 	fs := flag.NewFlagSet("prepare", flag.ExitOnError)
 	dir := fs.String("dir", "", "the bootd lab's --dir")
 	bootd := fs.String("bootd", "", "bootd binary")
+	suite := fs.String("suite", "bookworm", "Debian release of the image")
 	fs.Parse(args)
 	if *dir == "" || *bootd == "" {
 		return errors.New("prepare: -dir and -bootd are required")
 	}
 	log("preparing the bootd lab in %s (image built if missing, initrd always)", *dir)
 	cfg, err := lab.Prepare(context.Background(), lab.Options{Dir: *dir, Name: bootdLab, Nodes: 1, Firmware: "bios",
-		Suite: "trixie", Bootd: *bootd, Out: os.Stderr})
+		Suite: *suite, Bootd: *bootd, Out: os.Stderr})
 	if err != nil {
 		return err
 	}
@@ -143,7 +144,8 @@ type result struct {
 	Foreign  int               `json:"foreign_qemu"` // other QEMUs seen on the machine during the boot
 	OtherCPU float64           `json:"other_cpu"`    // CPU cores busy with anything but the node's QEMU, on average
 	Console  string            `json:"console"`
-	Stages   map[string]string `json:"stages,omitempty"` // bootd's records, seconds after power-on
+	Stages   map[string]string `json:"stages,omitempty"` // the servers' records (bootd's, the peer's dnsmasq log), seconds after power-on
+	Guest    *guest            `json:"guest,omitempty"`  // the node's own clock
 	Start    time.Time         `json:"start"`
 }
 
@@ -263,7 +265,19 @@ func (c config) one(ctx context.Context, round int, fw, sys string) result {
 	own := c.ownQEMU(l, node.Name)
 	busy0, total0 := cpuStat()
 	q0 := procCPU(own)
-	d, foreign, err := watch(ctx, node, res.Start, c.timeout, res.Console, own)
+	var marks []marker
+	if sys == "peer" {
+		pxe := filepath.Join(l.Dir, "pxe-dnsmasq.log")
+		marks = []marker{
+			{file: pxe, stage: "dhcp", match: func(line string) bool {
+				return strings.Contains(line, "PXE(m0) "+peerMAC+" proxy")
+			}},
+			{file: pxe, stage: "fetched", match: func(line string) bool {
+				return strings.Contains(line, "dnsmasq-tftp") && strings.Contains(line, "sent ") && strings.Contains(line, "/initrd.img ")
+			}},
+		}
+	}
+	d, foreign, seen, err := watch(ctx, node, res.Start, c.timeout, res.Console, own, marks)
 	busy1, total1 := cpuStat()
 	if q1 := procCPU(own); total1 > total0 && q1 >= q0 {
 		// The machine's ticks and the process's are counted apart: on an
@@ -278,10 +292,93 @@ func (c config) one(ctx context.Context, round int, fw, sys string) result {
 		res.Seconds = d.Seconds()
 		res.Result = "ok"
 	}
+	res.Stages = map[string]string{}
 	if strings.HasPrefix(sys, "bootd") {
 		res.Stages = bootdStages(ctx, l, node.MAC, res.Start)
 	}
+	for k, v := range seen {
+		res.Stages[k] = fmt.Sprintf("%.1f", v.Seconds())
+	}
+	if err == nil {
+		g, err := guestStages(node, res.Start)
+		if err != nil {
+			c.log("%s: reading the node's own clock: %v", name, err)
+		}
+		res.Guest = g
+	}
 	return res
+}
+
+// guest is what a node's systemd says about its boot, in seconds after
+// power-on: the same clock for every system, where the servers' logs
+// differ (bootd records stages; dnsmasq logs some; a local disk has none).
+type guest struct {
+	// Kernel is when the kernel started: the host's clock at the moment
+	// the node printed its /proc/uptime, less that uptime.
+	Kernel float64 `json:"kernel"`
+	// Root is when systemd started on the real root: the root file
+	// system mounted, the initrd (bootd's init, initramfs-tools) done.
+	Root float64 `json:"root"`
+	// MultiUser is when multi-user.target became active.
+	MultiUser float64 `json:"multi_user"`
+	// Failed is how many units had failed by then (a root that is not
+	// writable, a service that waits for something absent).
+	Failed int `json:"failed"`
+}
+
+// guestStages logs in on the node's console and reads its boot timestamps.
+func guestStages(n *lab.Node, t0 time.Time) (*guest, error) {
+	if err := n.Login("root", lab.LabPassword, 2*time.Minute); err != nil {
+		return nil, err
+	}
+	// The round trip through the serial line takes a few hundred ms: the
+	// uptime was printed between the two host readings.
+	var kernel time.Time
+	var up float64
+	for i := 0; i < 3; i++ {
+		before := time.Now()
+		out, err := n.Run("cat /proc/uptime", 30*time.Second)
+		after := time.Now()
+		if err != nil {
+			return nil, err
+		}
+		f := strings.Fields(out)
+		if len(f) == 0 {
+			return nil, fmt.Errorf("/proc/uptime: %q", out)
+		}
+		if up, err = strconv.ParseFloat(f[0], 64); err != nil {
+			return nil, fmt.Errorf("/proc/uptime: %q", out)
+		}
+		mid := before.Add(after.Sub(before) / 2)
+		k := mid.Add(-time.Duration(up * float64(time.Second)))
+		// The quickest round trip bounds the error best.
+		if i == 0 || after.Sub(before) < 400*time.Millisecond {
+			kernel = k
+		}
+	}
+	g := &guest{Kernel: kernel.Sub(t0).Seconds()}
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		out, err := n.Run("systemctl show -P UserspaceTimestampMonotonic; systemctl show -P ActiveEnterTimestampMonotonic multi-user.target; systemctl list-units --failed --plain --no-legend | wc -l", 30*time.Second)
+		if err != nil {
+			return g, err
+		}
+		f := strings.Fields(out)
+		if len(f) != 3 {
+			return g, fmt.Errorf("systemctl show: %q", out)
+		}
+		us, _ := strconv.ParseFloat(f[0], 64)
+		mu, _ := strconv.ParseFloat(f[1], 64)
+		g.Failed, _ = strconv.Atoi(f[2])
+		g.Root = g.Kernel + us/1e6
+		if mu > 0 {
+			g.MultiUser = g.Kernel + mu/1e6
+			return g, nil
+		}
+		if time.Now().After(deadline) {
+			return g, errors.New("multi-user.target not reached 90 s after login:")
+		}
+		time.Sleep(5 * time.Second)
+	}
 }
 
 // powerOn records when a node was powered on: just before its QEMU starts.
@@ -573,56 +670,27 @@ func (c config) upLimit(fw string) (*lab.Lab, *lab.Node, error) {
 		return l, nil, err
 	}
 	spec := specFor(fw, limitMAC)
-	tap := "tap0"
-	for _, s := range [][]string{
-		{"ip", "-n", l.NS("sw"), "tuntap", "add", "dev", tap, "mode", "tap"},
-		{"ip", "-n", l.NS("sw"), "link", "set", tap, "master", "br0", "up"},
-	} {
-		if err := sh(s...); err != nil {
-			return l, nil, err
-		}
-	}
-	l.Taps = append(l.Taps, tap)
-	console := filepath.Join(dir, spec.Name+".console")
-	sock := filepath.Join(dir, spec.Name+".sock")
-	mon := filepath.Join(dir, spec.Name+".monitor")
-	for _, f := range []string{console, sock, mon} {
-		os.Remove(f)
-	}
-	// lab.StartNode's QEMU command line, plus the disk and the kernel.
-	args := []string{"qemu-system-x86_64", "-name", spec.Name, "-m", fmt.Sprint(spec.MemoryMB), "-smp", "1",
-		"-display", "none", "-monitor", "unix:" + mon + ",server=on,wait=off",
-		"-chardev", "socket,id=con0,path=" + sock + ",server=on,wait=off,logfile=" + console,
-		"-serial", "chardev:con0",
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		"-device", spec.NIC + ",netdev=n0,mac=" + spec.MAC,
-		"-drive", "file=" + disk + ",if=virtio,format=raw",
-		"-kernel", c.limitKernel, "-initrd", c.limitInitrd,
-		"-append", "root=/dev/vda rw " + c.append}
-	if fw == "uefi" {
-		vars := filepath.Join(dir, spec.Name+".vars.fd")
-		if err := sh("cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars); err != nil {
-			return l, nil, err
-		}
-		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
-	}
-	t := time.Now()
-	if _, err := l.Start("sw", spec.Name, args...); err != nil {
-		return l, nil, err
-	}
-	powerOn[console] = t
-	return l, &lab.Node{NodeSpec: spec, Console: console, Socket: sock, Monitor: mon}, nil
+	spec.Disk = disk
+	spec.Kernel, spec.Initrd, spec.Append = c.limitKernel, c.limitInitrd, "root=/dev/vda rw "+c.append
+	n, err := startNode(l, spec)
+	return l, n, err
+}
+
+// marker is a line in a server's log that marks a stage of the boot: the
+// time it is first seen is the stage's (logs are polled every 100 ms).
+type marker struct {
+	file, stage string
+	match       func(line string) bool
 }
 
 // watch waits for "login:" on the node's console and keeps a copy of the
 // console with the seconds since power-on at the start of each line. It
 // also counts QEMU processes on the machine that are not this node's.
-func watch(ctx context.Context, n *lab.Node, t0 time.Time, timeout time.Duration, copyTo string, own int) (time.Duration, int, error) {
+func watch(ctx context.Context, n *lab.Node, t0 time.Time, timeout time.Duration, copyTo string, own int, marks []marker) (time.Duration, int, map[string]time.Duration, error) {
+	seen := map[string]time.Duration{}
 	f, err := os.Create(copyTo)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, seen, err
 	}
 	defer f.Close()
 	w := bufio.NewWriter(f)
@@ -633,6 +701,18 @@ func watch(ctx context.Context, n *lab.Node, t0 time.Time, timeout time.Duration
 	lastScan := time.Time{}
 	for {
 		now := time.Now()
+		for _, m := range marks {
+			if _, ok := seen[m.stage]; ok {
+				continue
+			}
+			lines, _ := os.ReadFile(m.file)
+			for _, line := range strings.Split(string(lines), "\n") {
+				if m.match(line) {
+					seen[m.stage] = now.Sub(t0)
+					break
+				}
+			}
+		}
 		b, _ := os.ReadFile(n.Console)
 		if len(b) > off {
 			el := now.Sub(t0).Seconds()
@@ -649,7 +729,7 @@ func watch(ctx context.Context, n *lab.Node, t0 time.Time, timeout time.Duration
 			off = len(b)
 			if bytes.Contains(b, []byte("login:")) {
 				w.WriteString("\n")
-				return now.Sub(t0), foreign, nil
+				return now.Sub(t0), foreign, seen, nil
 			}
 		}
 		if now.Sub(lastScan) > time.Second {
@@ -659,11 +739,11 @@ func watch(ctx context.Context, n *lab.Node, t0 time.Time, timeout time.Duration
 			}
 		}
 		if now.Sub(t0) > timeout {
-			return 0, foreign, fmt.Errorf("timed out after %v", timeout)
+			return 0, foreign, seen, fmt.Errorf("timed out after %v", timeout)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, foreign, ctx.Err()
+			return 0, foreign, seen, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -783,9 +863,10 @@ func table(w io.Writer, c config, results []result) {
 		fmt.Fprintf(w, "\nContended boots (other work kept more than 0.25 core busy beside the node): %s.\nWithout them:\n\n", strings.Join(contended, ", "))
 		medians(w, c, results, func(r result) bool { return !r.contended() })
 	}
+	stageTable(w, c, results)
 	fmt.Fprintln(w, "\nPer boot (seconds; '-' = did not reach login:; other CPU = cores busy besides the node's QEMU):")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "round\tfirmware\tsystem\tseconds\tother QEMUs\tother CPU\tresult\tbootd stages (s after power-on)")
+	fmt.Fprintln(tw, "round\tfirmware\tsystem\tseconds\tother QEMUs\tother CPU\tresult\tstages (s after power-on): the server's record | the node's clock")
 	for _, r := range results {
 		s := "-"
 		if r.Result == "ok" {
@@ -797,7 +878,55 @@ func table(w io.Writer, c config, results []result) {
 				st = append(st, name+" "+v)
 			}
 		}
+		for _, name := range []string{"fetched"} {
+			if v, ok := r.Stages[name]; ok {
+				st = append(st, name+" "+v)
+			}
+		}
+		if g := r.Guest; g != nil {
+			st = append(st, fmt.Sprintf("| node: kernel %.1f, root %.1f, multi-user %.1f, failed units %d", g.Kernel, g.Root, g.MultiUser, g.Failed))
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\n", r.Round, r.Firmware, r.System, s, r.Foreign, r.OtherCPU, r.Result, strings.Join(st, ", "))
+	}
+	tw.Flush()
+}
+
+// stageTable writes where the time went, per firmware and system: medians
+// over the boots that reached login, each stage in seconds after power-on.
+// DHCP answered is the server's record (bootd's, the peer's dnsmasq log);
+// the rest is the node's own clock (guestStages), the same for all four.
+func stageTable(w io.Writer, c config, results []result) {
+	fmt.Fprintln(w, "\nWhere the time goes: medians, seconds after power-on (DHCP answered from the server; the rest from the node's clock)")
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "firmware\tsystem\tDHCP answered\tkernel running\troot mounted\tmulti-user\tlogin:\tfailed units\t")
+	for _, fw := range c.firmwares {
+		for _, sys := range c.systems {
+			var dhcp, kernel, root, mu, login, failed []float64
+			for _, r := range results {
+				if r.Firmware != fw || r.System != sys || r.Result != "ok" {
+					continue
+				}
+				login = append(login, r.Seconds)
+				if v, err := strconv.ParseFloat(r.Stages["dhcp"], 64); err == nil {
+					dhcp = append(dhcp, v)
+				}
+				if g := r.Guest; g != nil && g.MultiUser > 0 {
+					kernel = append(kernel, g.Kernel)
+					root = append(root, g.Root)
+					mu = append(mu, g.MultiUser)
+					failed = append(failed, float64(g.Failed))
+				}
+			}
+			num := func(v []float64, form string) string {
+				if len(v) == 0 {
+					return "-"
+				}
+				return fmt.Sprintf(form, median(v))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", fw, sys, num(dhcp, "%.1f"), num(kernel, "%.1f"),
+				num(root, "%.1f"), num(mu, "%.1f"), num(login, "%.1f"), num(failed, "%.0f"))
+		}
 	}
 	tw.Flush()
 }
@@ -888,6 +1017,9 @@ func tableCmd(args []string) error {
 		}
 		if !contains(c.firmwares, r.Firmware) {
 			c.firmwares = append(c.firmwares, r.Firmware)
+		}
+		if !contains(c.systems, r.System) {
+			c.systems = append(c.systems, r.System)
 		}
 	}
 	if err := sc.Err(); err != nil {
