@@ -44,7 +44,8 @@ type verdict int
 
 const (
 	admitted  verdict = iota
-	busy              // too many transfers: answer with an error
+	busy              // too many transfers from this address: answer with an error
+	full              // every transfer slot taken: drop, the client's retransmission queues it
 	throttled         // over the request rate: drop without an answer
 )
 
@@ -98,8 +99,15 @@ func (l *limiter) admit(ip netip.Addr, now time.Time) verdict {
 		return throttled
 	}
 	s.tokens--
-	if l.total >= l.lim.Transfers || s.active >= l.lim.PerClient {
+	if s.active >= l.lim.PerClient {
 		return busy
+	}
+	if l.total >= l.lim.Transfers {
+		// A storm, not one client misbehaving: an error would end the
+		// boot of a node that only came at a busy moment (pxelinux gives
+		// up on an ERROR), where silence makes it ask again in a second
+		// or two: a queue, not a cliff.
+		return full
 	}
 	l.total++
 	s.active++

@@ -311,12 +311,17 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			s.warn(s.log, "dropped requests over the per-address rate", "ip", ip.String(), "rate", s.limit.lim.Rate)
 			s.cfg.Metrics.turnedAway(resultRefused)
 			continue
+		case full:
+			s.warn(s.log, "requests wait for a free transfer slot (dropped, the client asks again)", "ip", ip.String(),
+				"max_transfers", s.limit.lim.Transfers)
+			s.cfg.Metrics.turnedAway(resultRefused)
+			continue
 		case busy:
 			// From the server port, not a transfer socket: a refusal must
 			// cost no socket.
 			conn.WriteTo(appendError(nil, errCodeUndefined, "too many transfers, try again later"), peer)
-			s.warn(s.log, "refused requests over the transfer limits", "ip", ip.String(),
-				"max_transfers", s.limit.lim.Transfers, "per_client", s.limit.lim.PerClient)
+			s.warn(s.log, "refused requests over the per-address transfer limit", "ip", ip.String(),
+				"per_client", s.limit.lim.PerClient)
 			s.cfg.Metrics.turnedAway(resultRefused)
 			continue
 		}

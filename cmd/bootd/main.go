@@ -16,6 +16,7 @@ import (
 
 	"github.com/bootd/bootd/config"
 	"github.com/bootd/bootd/initrd/pid1"
+	"github.com/bootd/bootd/lograte"
 )
 
 type verb struct {
@@ -99,6 +100,7 @@ func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "
 type common struct {
 	configPath string
 	logLevel   string
+	logs       *lograte.Handler // set by load
 }
 
 func newFlags(verbName, argsUsage, summary string, c *common) *flag.FlagSet {
@@ -117,7 +119,10 @@ func (c *common) load() (*config.Config, *slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(strings.ToLower(c.logLevel))); err != nil {
 		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	// Bounded per client and in total: every service logs per request,
+	// and any client on the cluster network may be hostile.
+	c.logs = lograte.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}), lograte.Limits{})
+	log := slog.New(c.logs)
 	cfg, err := config.Load(c.configPath)
 	if err != nil {
 		return nil, nil, err

@@ -57,6 +57,9 @@ func runServe(args []string) error {
 		log.Warn("node records", "err", err)
 	}
 	reg := newRegistry()
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bootd_log_lines_suppressed_total",
+		Help: "Log lines naming a client that were held back: the client, or all clients together, logged faster than bootd writes."},
+		func() float64 { return float64(c.logs.Dropped()) }))
 	log.Info("bootd starting", "config", cfg.Path, "state_dir", cfg.StateDir)
 
 	planner, serverIP, err := newPlanner(cfg, st)
