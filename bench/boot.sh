@@ -38,6 +38,8 @@
 #   KARGS="console=tty0 console=ttyS0,115200n8 quiet"  kernel arguments the
 #                       peer and the limit add (what bootd's lab nodes get)
 #   TIMEOUT=6m          per boot
+#   PREPARE_ONLY=0      1: build and prepare everything, boot nothing (for
+#                       bench/storm.sh); writes OUT/prepared.env
 #   WAIT_IDLE=1         wait (polling every 30 s) until no qemu-system process
 #                       runs on the machine, before building and again before
 #                       the first boot
@@ -344,6 +346,16 @@ wait_idle # the image build and mkinitramfs would slow someone else's QEMU
 build
 prepare_lab
 prepare_artifacts
+if [[ ${PREPARE_ONLY:-0} == 1 ]]; then
+	# What bench/storm.sh uses: the image, the peer's initrd and TFTP tree.
+	echo "TREE=$TREE" >"$OUT/prepared.env"
+	echo "KERNEL=$KERNEL" >>"$OUT/prepared.env"
+	echo "GEN=$GEN" >>"$OUT/prepared.env"
+	echo "WORK=$WORK" >>"$OUT/prepared.env"
+	echo "BIN=$BIN" >>"$OUT/prepared.env"
+	log "prepared (PREPARE_ONLY=1): $OUT/prepared.env"
+	exit 0
+fi
 wait_idle
 warm_cache
 meta

@@ -27,6 +27,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -131,6 +132,7 @@ type config struct {
 	firmwares, systems          []string
 	timeout                     time.Duration
 	append                      string
+	record                      string // nfs.record of the bootd boots, cut at login:, gzipped here
 	log                         logf
 }
 
@@ -166,6 +168,7 @@ func runAll(args []string, log logf) error {
 	fs.StringVar(&fws, "firmwares", "bios,uefi", "firmwares")
 	fs.StringVar(&syss, "systems", "bootd,bootd-tftp,peer,limit", "systems, in the order booted within a round")
 	fs.DurationVar(&c.timeout, "timeout", 6*time.Minute, "per boot, power-on to login:")
+	fs.StringVar(&c.record, "record", "", "record the NFS calls of a bootd boot up to login: into this file (gzip JSON lines, bench/storm's replay)")
 	fs.Parse(args)
 	c.firmwares = strings.Split(fws, ",")
 	c.systems = strings.Split(syss, ",")
@@ -299,6 +302,11 @@ func (c config) one(ctx context.Context, round int, fw, sys string) result {
 	for k, v := range seen {
 		res.Stages[k] = fmt.Sprintf("%.1f", v.Seconds())
 	}
+	if err == nil && c.record != "" && strings.HasPrefix(sys, "bootd") {
+		if err := keepRecording(c.record, res.Start.Add(d)); err != nil {
+			c.log("%s: the NFS recording: %v", name, err)
+		}
+	}
 	if err == nil {
 		g, err := guestStages(node, res.Start)
 		if err != nil {
@@ -307,6 +315,35 @@ func (c config) one(ctx context.Context, round int, fw, sys string) result {
 		res.Guest = g
 	}
 	return res
+}
+
+// keepRecording writes the calls bootd recorded (nfs.record) before the
+// login prompt came, gzipped: a boot's calls, not the login's after it.
+func keepRecording(out string, until time.Time) error {
+	raw, err := os.ReadFile(out + ".raw")
+	if err != nil {
+		return err
+	}
+	var kept bytes.Buffer
+	z := gzip.NewWriter(&kept)
+	n := 0
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		var o struct {
+			T time.Time `json:"t"`
+		}
+		if len(line) == 0 || json.Unmarshal(line, &o) != nil || o.T.After(until) {
+			continue
+		}
+		z.Write(append(line, '\n'))
+		n++
+	}
+	if err := z.Close(); err != nil {
+		return err
+	}
+	if n == 0 {
+		return errors.New("no calls recorded before login:")
+	}
+	return os.WriteFile(out, kept.Bytes(), 0o644)
 }
 
 // guest is what a node's systemd says about its boot, in seconds after
@@ -489,16 +526,29 @@ func running(cmd *exec.Cmd) func() bool {
 // path for the lab's iPXE ROMs) or off (pxelinux/syslinux over TFTP).
 func (c config) upBootd(fw, mode string) (*lab.Lab, *lab.Node, error) {
 	cfg := filepath.Join(c.dir, "bootd.yaml")
-	if mode != "chain" {
+	if mode != "chain" || c.record != "" {
 		b, err := os.ReadFile(cfg)
 		if err != nil {
 			return nil, nil, err
 		}
-		if !bytes.Contains(b, []byte("boot: chain")) {
-			return nil, nil, errors.New("the lab's bootd.yaml has no http boot: chain to change")
+		name := "bootd-" + mode
+		if mode != "chain" {
+			if !bytes.Contains(b, []byte("boot: chain")) {
+				return nil, nil, errors.New("the lab's bootd.yaml has no http boot: chain to change")
+			}
+			b = bytes.Replace(b, []byte("boot: chain"), []byte("boot: "+mode), 1)
 		}
-		cfg = filepath.Join(c.dir, "bootd-"+mode+".yaml")
-		if err := os.WriteFile(cfg, bytes.Replace(b, []byte("boot: chain"), []byte("boot: "+mode), 1), 0o644); err != nil {
+		if c.record != "" {
+			// nfs.record: every NFS call of the boot, for bench/storm.
+			if !bytes.Contains(b, []byte("nfs: {")) {
+				return nil, nil, errors.New("the lab's bootd.yaml has no nfs: {...} line to add record to")
+			}
+			os.Remove(c.record + ".raw")
+			b = bytes.Replace(b, []byte("nfs: {"), []byte(fmt.Sprintf("nfs: {record: %q, ", c.record+".raw")), 1)
+			name += "-record"
+		}
+		cfg = filepath.Join(c.dir, name+".yaml")
+		if err := os.WriteFile(cfg, b, 0o644); err != nil {
 			return nil, nil, err
 		}
 	}
