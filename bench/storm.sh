@@ -217,9 +217,9 @@ run_peer() {
 	# expecting a storm raises it.
 	ip netns exec $NS dnsmasq --no-daemon --port=0 --conf-file=/dev/null --interface=sv0 --bind-interfaces \
 		--no-resolv --no-hosts --dhcp-range=10.215.0.0,proxy,255.255.0.0 \
-		--pxe-service=x86PC,storm peer BIOS,bios/pxelinux \
-		--pxe-service=BC_EFI,storm peer UEFI,efi64/syslinux.efi \
-		--pxe-service=X86-64_EFI,storm peer UEFI,efi64/syslinux.efi \
+		"--pxe-service=x86PC,storm peer BIOS,bios/pxelinux" \
+		"--pxe-service=BC_EFI,storm peer UEFI,efi64/syslinux.efi" \
+		"--pxe-service=X86-64_EFI,storm peer UEFI,efi64/syslinux.efi" \
 		--enable-tftp --tftp-root="$T" --tftp-max="$((n + 64))" >"$OUT/logs/$n-dnsmasq.log" 2>&1 &
 	PIDS+=($!)
 	local d=$!
