@@ -226,12 +226,19 @@ start_bootd() {
 		  listen: "127.0.0.1:$port"
 		  allow: ["127.0.0.1/32"]
 		  secure_ports: false
+		  # every client is 127.0.0.1: the 16 concurrent readers need more than the default 8
+		  max_connections_per_client: 64
 	EOF
 	# Versions with DHCP and TFTP start them by default (and then want a
 	# cluster interface); older ones reject the keys. Their own error
 	# strings say which kind this binary is.
 	if grep -aq 'dhcp.mode' "$BIN"; then
 		printf 'dhcp:\n  mode: "off"\ntftp:\n  listen: ""\n' >>"$conf"
+	fi
+	# Likewise the HTTP server, syslog and netconsole receivers: two bootds
+	# in one namespace (the memory test's) would want the same ports.
+	if grep -aq 'http.listen' "$BIN"; then
+		printf 'http:\n  listen: ""\nsyslog:\n  listen: ""\nconsole:\n  listen: ""\n' >>"$conf"
 	fi
 	: >"$logf"
 	ip netns exec "$NS" "${SERVER_PIN[@]}" "$BIN" serve --config "$conf" --log-level "${BOOTD_LOG_LEVEL:-info}" 2>"$logf" &

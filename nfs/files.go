@@ -3,6 +3,7 @@ package nfs
 import (
 	"container/list"
 	"io"
+	"os"
 	"sync"
 
 	billy "github.com/go-git/go-billy/v5"
@@ -132,4 +133,42 @@ func (fc *fileCache) closeAll() {
 		delete(fc.byKey, k)
 	}
 	fc.lru.Init()
+}
+
+// zeroCopyMin is the smallest READ whose data goes by sendfile: below it,
+// the copy costs less than the system calls that avoid it.
+const zeroCopyMin = 16 << 10
+
+// fileTail is the data of a READ reply left in its file: sendReply sends
+// it from the page cache to the socket (sendfile), never through a buffer
+// of bootd's. It holds the open file until released.
+type fileTail struct {
+	fc  *fileCache
+	of  *openFile
+	fd  int
+	off int64
+	n   int
+}
+
+func (t *fileTail) release() { t.fc.release(t.of) }
+
+// tail holds the entry's file open for n bytes at off, if the file has
+// them all (a file shorter than its index says is read the usual way,
+// which answers what is there) and is an OS file.
+func (fc *fileCache) tail(t *tree, idx uint32, off int64, n int) (*fileTail, bool) {
+	of, err := fc.get(t, idx)
+	if err != nil {
+		return nil, false
+	}
+	f, ok := of.f.(interface {
+		Fd() uintptr
+		Stat() (os.FileInfo, error)
+	})
+	if ok {
+		if st, err := f.Stat(); err == nil && st.Size() >= off+int64(n) {
+			return &fileTail{fc: fc, of: of, fd: int(f.Fd()), off: off, n: n}, true
+		}
+	}
+	fc.release(of)
+	return nil, false
 }

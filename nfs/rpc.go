@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ONC RPC (RFC 5531) over TCP with record marking, the subset a read-only
@@ -155,6 +159,65 @@ func deniedHeader(w *xdrWriter, xid uint32) {
 	w.u32(xid)
 	w.u32(msgReply)
 	w.u32(msgDenied)
+}
+
+// sendReply writes a reply; with a tail, the READ data follows from its
+// file by sendfile, corked with the header into full segments.
+func sendReply(c net.Conn, b []byte, tail *fileTail) error {
+	if tail == nil {
+		_, err := c.Write(finishReply(b))
+		return err
+	}
+	padded := (tail.n + 3) &^ 3
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4+padded)|0x80000000)
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return errors.New("sendfile: not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	cork := func(on int) {
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, on) })
+	}
+	cork(1)
+	defer cork(0)
+	if _, err := c.Write(b); err != nil {
+		return err
+	}
+	off, left := tail.off, tail.n
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		for left > 0 {
+			n, e := unix.Sendfile(int(fd), tail.fd, &off, left)
+			if n > 0 {
+				left -= n
+			}
+			switch {
+			case e == unix.EAGAIN:
+				return false // wait until the socket can take more
+			case e == unix.EINTR:
+			case e != nil:
+				serr = e
+				return true
+			case n == 0:
+				serr = io.ErrUnexpectedEOF // the file shrank under us
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("sendfile: %w", err)
+	}
+	if pad := padded - tail.n; pad > 0 {
+		_, err = c.Write(make([]byte, pad))
+	}
+	return err
 }
 
 func finishReply(b []byte) []byte {

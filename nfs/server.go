@@ -337,6 +337,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 	// KiB each, not the 128 KiB a 64 KiB reader and a pooled buffer did
 	// (measured: bench/storm.sh 1000).
 	br := bufio.NewReaderSize(c, 4<<10)
+	_, zeroCopy := c.(*net.TCPConn)
 	var wmu sync.Mutex
 	sem := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
@@ -364,7 +365,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 		handle := func() {
 			out := bufPool.Get().(*[]byte)
 			start := time.Now()
-			reply := s.dispatch(log, peer, rec, (*out)[:0])
+			reply, tail := s.dispatchTo(log, peer, rec, (*out)[:0], zeroCopy)
 			s.cfg.Metrics.call(rec, reply, start)
 			if cap(rec) <= 64<<10 {
 				*bp = rec[:0]
@@ -373,12 +374,15 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, peer netip.AddrPort)
 			if reply != nil {
 				wmu.Lock()
 				c.SetWriteDeadline(time.Now().Add(writeTimeout))
-				_, err := c.Write(finishReply(reply))
+				err := sendReply(c, reply, tail)
 				wmu.Unlock()
 				if err != nil {
 					s.cfg.Metrics.writeFailed(err)
 					c.Close()
 				}
+			}
+			if tail != nil {
+				tail.release()
 			}
 			if cap(reply) <= 2<<20 {
 				*out = reply[:0]
@@ -412,6 +416,16 @@ func isRead(rec []byte) bool {
 
 // dispatch decodes one call and builds its reply into out (nil: no reply).
 func (s *Server) dispatch(log *slog.Logger, peer netip.AddrPort, rec []byte, out []byte) []byte {
+	b, tail := s.dispatchTo(log, peer, rec, out, false)
+	if tail != nil {
+		tail.release()
+	}
+	return b
+}
+
+// dispatchTo is dispatch that, with zeroCopy, may leave a READ's data in
+// its file: the reply is then b followed by tail's bytes (sendReply).
+func (s *Server) dispatchTo(log *slog.Logger, peer netip.AddrPort, rec []byte, out []byte, zeroCopy bool) (b []byte, tail *fileTail) {
 	r := &xdrReader{b: rec}
 	h, err := parseCall(r)
 	if err == nil && h.cred.uid == 0 && s.cfg.Squash != nil && s.cfg.Squash(peer.Addr()) {
@@ -421,26 +435,27 @@ func (s *Server) dispatch(log *slog.Logger, peer netip.AddrPort, rec []byte, out
 	if err != nil {
 		if len(rec) < 8 {
 			log.Debug("dropped garbage call", "err", err)
-			return nil
+			return nil, nil
 		}
 		log.Debug("garbage call", "err", err)
 		replyHeader(w, h.xid, acceptGarbageArgs)
-		return w.b
+		return w.b, nil
 	}
 	if h.rpcvers != 2 {
 		deniedHeader(w, h.xid)
 		w.u32(rejectRPCMismatch)
 		w.u32(2)
 		w.u32(2)
-		return w.b
+		return w.b, nil
 	}
 	if h.flavor != authNone && h.flavor != authUnix {
 		deniedHeader(w, h.xid)
 		w.u32(rejectAuthError)
 		w.u32(authTooWeak)
-		return w.b
+		return w.b, nil
 	}
-	c := &call{s: s, log: log, peer: peer, h: h, args: r, w: w}
+	c := &call{s: s, log: log, peer: peer, h: h, args: r, w: w, zeroCopy: zeroCopy}
+	defer func() { tail = c.tail }()
 	// NFS, MOUNT and NFSACL are all served at version 3 only.
 	switch h.prog {
 	case progNFS, progMount, progNFSACL:
@@ -449,13 +464,13 @@ func (s *Server) dispatch(log *slog.Logger, peer netip.AddrPort, rec []byte, out
 		// asking, where PROC_UNAVAIL would have it retry.
 		log.Debug("program unavailable", "prog", h.prog, "vers", h.vers)
 		replyHeader(w, h.xid, acceptProgUnavail)
-		return w.b
+		return w.b, nil
 	}
 	if h.vers != 3 {
 		replyHeader(w, h.xid, acceptProgMismatch)
 		w.u32(3)
 		w.u32(3)
-		return w.b
+		return w.b, nil
 	}
 	switch h.prog {
 	case progNFS:
@@ -465,7 +480,7 @@ func (s *Server) dispatch(log *slog.Logger, peer netip.AddrPort, rec []byte, out
 	case progNFSACL:
 		c.nfsacl()
 	}
-	return w.b
+	return w.b, nil
 }
 
 // call is one RPC call being answered.
@@ -476,6 +491,10 @@ type call struct {
 	h    callHeader
 	args *xdrReader
 	w    *xdrWriter
+	// zeroCopy lets READ leave its data in the file (tail), for the
+	// connection to send with sendfile.
+	zeroCopy bool
+	tail     *fileTail
 }
 
 func (c *call) ok() { replyHeader(c.w, c.h.xid, acceptSuccess) }
