@@ -162,7 +162,7 @@ func deniedHeader(w *xdrWriter, xid uint32) {
 }
 
 // sendReply writes a reply; with a tail, the READ data follows from its
-// file by sendfile, corked with the header into full segments.
+// file by sendfile.
 func sendReply(c net.Conn, b []byte, tail *fileTail) error {
 	if tail == nil {
 		_, err := c.Write(finishReply(b))
@@ -178,16 +178,36 @@ func sendReply(c net.Conn, b []byte, tail *fileTail) error {
 	if err != nil {
 		return err
 	}
-	cork := func(on int) {
-		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, on) })
+	// The header goes with MSG_MORE, so that it leaves in one segment with
+	// the data's start rather than alone. TCP_CORK around both did that
+	// too, but cut one client's sequential read from 0.92x to 0.68x of
+	// ganesha (measured); a header on its own cost the 16 readers 15%.
+	off, left := tail.off, tail.n
+	head := b
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		for len(head) > 0 {
+			n, e := unix.SendmsgN(int(fd), head, nil, nil, unix.MSG_MORE)
+			if n > 0 {
+				head = head[n:]
+			}
+			switch {
+			case e == unix.EAGAIN:
+				return false
+			case e == unix.EINTR:
+			case e != nil:
+				serr = e
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = serr
 	}
-	cork(1)
-	defer cork(0)
-	if _, err := c.Write(b); err != nil {
+	if err != nil {
 		return err
 	}
-	off, left := tail.off, tail.n
-	var serr error
 	err = rc.Write(func(fd uintptr) bool {
 		for left > 0 {
 			n, e := unix.Sendfile(int(fd), tail.fd, &off, left)
