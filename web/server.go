@@ -65,6 +65,7 @@ type Server struct {
 	refused *prometheus.CounterVec
 	mu      sync.Mutex
 	perIP   map[netip.Addr]int
+	slots   chan struct{} // one per open connection, MaxConns in all
 	conns   int
 }
 
@@ -85,7 +86,8 @@ func New(cfg Config) *Server {
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 64
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "http"), mux: http.NewServeMux(), perIP: map[netip.Addr]int{}}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("service", "http"), mux: http.NewServeMux(), perIP: map[netip.Addr]int{},
+		slots: make(chan struct{}, cfg.MaxConns)}
 	s.reports = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bootd_reports_total",
 		Help: "Stage reports from nodes, by result (accepted, or why dropped).",
@@ -186,7 +188,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		case <-done:
 		}
 	}()
-	err := hs.Serve(&limitListener{Listener: ln, s: s})
+	err := hs.Serve(&limitListener{Listener: ln, s: s, ctx: ctx})
 	close(done)
 	if ctx.Err() != nil || errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -195,18 +197,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // limitListener closes connections from addresses outside Allow and
-// beyond the connection caps as soon as they are accepted, and rides out
-// accept errors (out of descriptors) instead of ending the server.
+// beyond the per-client cap as soon as they are accepted, and rides out
+// accept errors (out of descriptors) instead of ending the server. At the
+// total cap it accepts nothing until a connection closes: the kernel's
+// backlog holds the new ones meanwhile, so a storm of nodes queues where
+// a refusal would end an iPXE boot at its script.
 type limitListener struct {
 	net.Listener
-	s *Server
+	s   *Server
+	ctx context.Context
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
 	backoff := 5 * time.Millisecond
 	for {
+		if !l.s.waitSlot(l.ctx) {
+			return nil, net.ErrClosed
+		}
 		c, err := l.Listener.Accept()
 		if err != nil {
+			l.s.freeSlot()
 			var ne net.Error
 			if errors.As(err, &ne) && !errors.Is(err, net.ErrClosed) {
 				time.Sleep(backoff)
@@ -219,11 +229,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		a := ap.Addr().Unmap()
 		if !l.s.allowed(a) {
+			l.s.freeSlot()
 			l.s.refused.WithLabelValues("not_allowed").Inc()
 			c.Close()
 			continue
 		}
 		if why := l.s.take(a); why != "" {
+			l.s.freeSlot()
 			l.s.refused.WithLabelValues(why).Inc()
 			c.Close()
 			continue
@@ -232,13 +244,23 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
+// waitSlot takes one of the MaxConns connection slots, waiting for one
+// to free; false if ctx ended first.
+func (s *Server) waitSlot(ctx context.Context) bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *Server) freeSlot() { <-s.slots }
+
 // take counts a connection from a, or says which cap it is over.
 func (s *Server) take(a netip.Addr) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conns >= s.cfg.MaxConns {
-		return "too_many"
-	}
 	if s.perIP[a] >= s.cfg.MaxConnsPerClient {
 		return "too_many_per_client"
 	}
@@ -249,11 +271,12 @@ func (s *Server) take(a netip.Addr) string {
 
 func (s *Server) give(a netip.Addr) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.conns--
 	if s.perIP[a]--; s.perIP[a] <= 0 {
 		delete(s.perIP, a)
 	}
+	s.mu.Unlock()
+	s.freeSlot()
 }
 
 type trackedConn struct {

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -276,6 +278,7 @@ func TestEventStream(t *testing.T) {
 
 // TestStrangersClosedAtAccept: a client outside Allow gets no answer at
 // all, and connections beyond the per-client cap are closed.
+// (Beyond the total cap, connections wait: TestTotalCapQueues.)
 func TestStrangersClosedAtAccept(t *testing.T) {
 	for _, c := range []struct {
 		name             string
@@ -286,7 +289,6 @@ func TestStrangersClosedAtAccept(t *testing.T) {
 	}{
 		{"not allowed", "10.0.0.0/8", 0, 0, 0, "not_allowed"},
 		{"over the per-client cap", "127.0.0.0/8", 0, 2, 2, "too_many_per_client"},
-		{"over the total cap", "127.0.0.0/8", 3, 16, 3, "too_many"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reg := prometheus.NewPedanticRegistry()
@@ -378,4 +380,59 @@ func TestEventStreamsBounded(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Error("a stream that ended did not free its place")
+}
+
+// TestTotalCapQueues: with every connection slot taken, a new connection
+// is not refused (an iPXE ROM refused at its script fetch ends its boot):
+// it waits in the kernel's backlog and is served when a slot frees.
+func TestTotalCapQueues(t *testing.T) {
+	srv := New(Config{Log: events.New(8), Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		MaxConns: 3, MaxConnsPerClient: 16, Registry: prometheus.NewPedanticRegistry()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	var held []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // the server takes all three slots
+	late, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	late.Write([]byte("GET /api/v1/nodes HTTP/1.0\r\n\r\n"))
+	late.SetReadDeadline(time.Now().Add(time.Second))
+	b := make([]byte, 64)
+	if n, err := late.Read(b); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("with every slot taken: got %q, %v; want to wait (no answer, not closed)", b[:n], err)
+	}
+	held[0].Close()
+	late.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := late.Read(b)
+	if !strings.HasPrefix(string(b[:n]), "HTTP/1.0 200") {
+		t.Fatalf("once a slot freed: got %q, %v; want the answer", b[:n], err)
+	}
+	if got := testutil.ToFloat64(srv.refused.WithLabelValues("too_many")); got != 0 {
+		t.Errorf("refused{too_many} = %v, want 0", got)
+	}
 }
