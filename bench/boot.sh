@@ -54,6 +54,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 ROUNDS=${ROUNDS:-2}
 OUT=${OUT:-/var/tmp/bootrace}
@@ -74,25 +76,9 @@ BIN=$OUT/bin
 WORK=$OUT/work
 
 PIDS=()
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-	log "FATAL: $*"
-	exit 1
-}
 
 # ---------------------------------------------------------------- cleanup --
 
-stop_pid() {
-	local pid=$1 grace=${2:-5} i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < grace * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local rc=$? i

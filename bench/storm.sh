@@ -35,6 +35,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 OUT=${OUT:-/var/tmp/storm}
 BOOTOUT=${BOOTOUT:-/var/tmp/bootrace}
@@ -50,28 +52,12 @@ NS_LIST=("$@")
 ((${#NS_LIST[@]})) || NS_LIST=(50)
 
 PIDS=()
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-	log "FATAL: $*"
-	exit 1
-}
 
-stop_pid() {
-	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 stop_all() {
 	local i
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		stop_pid "${PIDS[i]}"
+		stop_pid "${PIDS[i]}" 10
 	done
 	PIDS=()
 }
