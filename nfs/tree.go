@@ -191,8 +191,56 @@ func buildTree(name string, gen int, root string) (*tree, error) {
 		d.first = first
 		d.nchild = t.count() - first
 	}
+	t.settle()
 	return t, nil
 }
+
+// settle makes every attribute the tree serves a function of the tree
+// alone, so that a second master serving a copy of the generation (pulled
+// through a registry onto another filesystem) answers byte for byte what
+// this one does, and a restart changes nothing a node sees:
+//   - nlink counts names in this tree: generations made by `image update`
+//     share inodes with their parent, so the disk's count includes the
+//     other generations' names (and drops when one is removed);
+//   - atime and ctime are the mtime: a published generation is never
+//     changed, so its ctime only says when the files landed on this
+//     master, and atime moves as bootd itself reads them;
+//   - a directory's size and every object's space used are computed, not
+//     read: they depend on the filesystem and on its history.
+func (t *tree) settle() {
+	names := map[uint64]uint32{} // fileid -> names in this tree
+	for i := uint32(0); i < t.count(); i++ {
+		if a := &t.e(i).attr; a.typ != nf3Dir {
+			names[a.fileid]++
+		}
+	}
+	for i := uint32(0); i < t.count(); i++ {
+		e := t.e(i)
+		a := &e.attr
+		a.atime, a.ctime = a.mtime, a.mtime
+		switch a.typ {
+		case nf3Dir:
+			a.nlink = 2
+			var bytes uint64
+			for c := e.first; c < e.first+e.nchild; c++ {
+				if t.e(c).attr.typ == nf3Dir {
+					a.nlink++
+				}
+				bytes += 24 + uint64(len(t.e(c).name))
+			}
+			a.size = max(roundUp(bytes), 4096)
+			a.used = a.size
+		case nf3Reg:
+			a.nlink = names[a.fileid]
+			a.used = roundUp(a.size)
+		default:
+			a.nlink = names[a.fileid]
+			a.used = 0
+		}
+	}
+}
+
+func roundUp(n uint64) uint64 { return (n + 4095) &^ 4095 }
 
 // openBeneath opens a directory below root, refusing symlinks on the way
 // (openat2 RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH where the kernel has it).
