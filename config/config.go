@@ -42,6 +42,10 @@ type Config struct {
 	HTTP      HTTP    `yaml:"http"`
 	Console   Console `yaml:"console"`
 	Status    Status  `yaml:"status"`
+	// Address is the IPv4 address nodes reach this master at: a floating
+	// service address held by keepalived/VRRP when several masters serve
+	// one cluster. Default: the first IPv4 address of Interface.
+	Address string `yaml:"address"`
 	// Image holds the site's choices for building and preparing images.
 	Image image.Settings `yaml:"image"`
 
@@ -55,8 +59,12 @@ type Config struct {
 	// Path is the file this config was read from ("" when built in code).
 	Path string `yaml:"-"`
 
-	table *nodes.Table
+	table   *nodes.Table
+	address netip.Addr
 }
+
+// ServiceAddr returns address parsed; the zero Addr when it is not set.
+func (c *Config) ServiceAddr() netip.Addr { return c.address }
 
 // Table returns the validated node table.
 func (c *Config) Table() *nodes.Table { return c.table }
@@ -352,6 +360,14 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		return fail("state_dir", "want an absolute directory path, got %q", c.StateDir)
 	}
 	c.StateDir = filepath.Clean(c.StateDir)
+	c.address = netip.Addr{}
+	if c.Address != "" {
+		a, err := netip.ParseAddr(c.Address)
+		if err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return fail("address", "want the IPv4 address nodes reach this master at, such as a keepalived VIP \"10.0.0.10\" (or leave it out for the interface's address), got %q", c.Address)
+		}
+		c.address = a
+	}
 	if c.NFS.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.NFS.Listen); err != nil {
 			return fail("nfs.listen", "want IP:PORT such as \"0.0.0.0:2049\" (or \"\" to disable NFS), got %q", c.NFS.Listen)

@@ -30,6 +30,17 @@ nfs:
 	}
 }
 
+func TestAddress(t *testing.T) {
+	cfg, err := Parse("bootd.yaml", []byte("nfs: {listen: \"\"}\naddress: 10.213.0.10\n"))
+	if err != nil || cfg.ServiceAddr().String() != "10.213.0.10" {
+		t.Errorf("address: %v %v", err, cfg.ServiceAddr())
+	}
+	cfg, err = Parse("bootd.yaml", []byte("nfs: {listen: \"\"}\n"))
+	if err != nil || cfg.ServiceAddr().IsValid() {
+		t.Errorf("no address: %v %v", err, cfg.ServiceAddr())
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	cfg, err := Parse("bootd.yaml", []byte("nfs:\n  allow: [10.0.0.0/8]\n"))
 	if err != nil {
@@ -107,6 +118,10 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"nfs: {listen: \"\"}\ndhcp:\n  relays: [10.0.0.1, nope]\n", `bootd.yaml:3: dhcp.relays[1]: want the IPv4 address`},
 		{"nfs: {listen: \"\"}\ntftp:\n  max_transfers: -1\n", `bootd.yaml:3: tftp.max_transfers: want a number`},
 		{"nfs:\n  allow: [1.2.3.4]\n  max_connections_per_client: -3\n", `bootd.yaml:3: nfs.max_connections_per_client: want a number`},
+		{"nfs: {listen: \"\"}\naddress: 10.0.0.300\n", `bootd.yaml:2: address: want the IPv4 address nodes reach this master at`},
+		{"nfs: {listen: \"\"}\naddress: \"fd00::10\"\n", `bootd.yaml:2: address: want the IPv4 address`},
+		{"nfs: {listen: \"\"}\naddress: 10.0.0.10/24\n", `bootd.yaml:2: address: want the IPv4 address`},
+		{"nfs: {listen: \"\"}\naddress: 0.0.0.0\n", `bootd.yaml:2: address: want the IPv4 address`},
 	}
 	for _, c := range cases {
 		_, err := Parse("bootd.yaml", []byte(c.yaml))

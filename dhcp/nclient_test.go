@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -76,6 +77,22 @@ func inNetns(t *testing.T, name string, f func()) {
 	<-done
 }
 
+// serveIn opens ports 67 and 4011 on d0 in the namespace ns and runs serve
+// on them; the channel gets what serve returned.
+func serveIn(t *testing.T, ns string, serve func(c67, c4011 net.PacketConn) error) <-chan error {
+	served := make(chan error, 1)
+	inNetns(t, ns, func() {
+		conns, err := openConns("d0")
+		if err != nil {
+			t.Error(err)
+			served <- err
+			return
+		}
+		go func() { served <- serve(conns[0], conns[1]) }()
+	})
+	return served
+}
+
 func pxeMods(a iana.Arch) []dhcpv4.Modifier {
 	return []dhcpv4.Modifier{
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("PXEClient:Arch:%05d:UNDI:003016", a))),
@@ -99,17 +116,8 @@ func TestNClient4Proxy(t *testing.T) {
 	defer cancel()
 	evs := events.New(16)
 	p := NewProxy(Config{Interface: "d0", Planner: planner(t), Events: evs, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	served := make(chan error, 1)
-	inNetns(t, srvNS, func() {
-		conns, err := openConns("d0")
-		if err != nil {
-			t.Error(err)
-			served <- err
-			return
-		}
-		p.cfg.ServerIP = netip.MustParseAddr("10.214.0.1")
-		go func() { served <- serveConns(ctx, p.log, p.Reply, conns[0], conns[1]) }()
-	})
+	p.cfg.ServerIP = netip.MustParseAddr("10.214.0.1")
+	served := serveIn(t, srvNS, func(c67, c4011 net.PacketConn) error { return serveConns(ctx, p.log, p.Reply, c67, c4011) })
 	var offer *dhcpv4.DHCPv4
 	var err error
 	inNetns(t, cliNS, func() {
@@ -146,16 +154,7 @@ func TestNClient4Full(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	inNetns(t, srvNS, func() {
-		conns, err := openConns("d0")
-		if err != nil {
-			t.Error(err)
-			served <- err
-			return
-		}
-		go func() { served <- f.serve(ctx, conns[0], conns[1]) }()
-	})
+	served := serveIn(t, srvNS, func(c67, c4011 net.PacketConn) error { return f.serve(ctx, c67, c4011) })
 	var lease *nclient4.Lease
 	inNetns(t, cliNS, func() {
 		c, cerr := nclient4.New("d1", nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(2))

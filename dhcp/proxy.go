@@ -40,6 +40,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/bootd/bootd/boot"
@@ -227,9 +228,34 @@ func serveCounted(ctx context.Context, log *slog.Logger, reply replyFunc, m *Met
 }
 
 func loop(ctx context.Context, log *slog.Logger, reply replyFunc, m *Metrics, md mode, conn net.PacketConn, port int) error {
+	// A reply to a request sent to one of this master's addresses goes
+	// from that address: a client that asked the VIP of address: on port
+	// 4011 (or a relay) would otherwise hear from the interface's own
+	// address, which the PXE client does not wait for.
+	var pc *ipv4.PacketConn
+	if uc, ok := conn.(*net.UDPConn); ok {
+		pc = ipv4.NewPacketConn(uc)
+		if pc.SetControlMessage(ipv4.FlagDst, true) != nil {
+			pc = nil
+		}
+	}
 	buf := make([]byte, 1<<16)
 	for {
-		n, peer, err := conn.ReadFrom(buf)
+		var (
+			n    int
+			peer net.Addr
+			dst  net.IP
+			err  error
+		)
+		if pc != nil {
+			var cm *ipv4.ControlMessage
+			n, cm, peer, err = pc.ReadFrom(buf)
+			if cm != nil {
+				dst = cm.Dst
+			}
+		} else {
+			n, peer, err = conn.ReadFrom(buf)
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -246,7 +272,18 @@ func loop(ctx context.Context, log *slog.Logger, reply replyFunc, m *Metrics, md
 		if resp == nil {
 			continue
 		}
-		if _, err := conn.WriteTo(resp.ToBytes(), dest); err != nil {
+		out := resp.ToBytes()
+		sent := false
+		if pc != nil && dst != nil && !dst.Equal(net.IPv4bcast) && !dst.IsMulticast() && !dst.IsUnspecified() {
+			// A subnet's broadcast address cannot be a source: then the
+			// kernel picks one, as without the control message.
+			_, err = pc.WriteTo(out, &ipv4.ControlMessage{Src: dst}, dest)
+			sent = err == nil
+		}
+		if !sent {
+			_, err = conn.WriteTo(out, dest)
+		}
+		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}

@@ -268,7 +268,8 @@ func newRegistry() *prometheus.Registry {
 }
 
 // newPlanner builds the boot plan and finds the address nodes reach bootd
-// at: its address on the cluster interface.
+// at: the config's address (a VIP that keepalived moves between masters)
+// or else its address on the cluster interface.
 func newPlanner(cfg *config.Config, st *store.Store) (*boot.Planner, netip.Addr, error) {
 	o := boot.Options{
 		Nodes:       cfg.Table(),
@@ -278,20 +279,25 @@ func newPlanner(cfg *config.Config, st *store.Store) (*boot.Planner, netip.Addr,
 		Loaders:     cfg.TFTP.Loaders,
 		IPXE:        cfg.HTTP.BootMode(),
 	}
-	needIface := cfg.DHCP.Mode != "off" || cfg.TFTP.Listen != ""
-	if !needIface {
+	ip := cfg.ServiceAddr()
+	needIface := cfg.DHCP.Mode != "off" || (cfg.TFTP.Listen != "" && !ip.IsValid())
+	if !needIface && !ip.IsValid() {
 		return boot.NewPlanner(o), netip.Addr{}, nil
 	}
-	if cfg.Interface == "" {
+	if needIface && cfg.Interface == "" {
 		return nil, netip.Addr{}, fmt.Errorf("%s: interface: name the cluster NIC (DHCP and TFTP are on); or set dhcp.mode: off and tftp.listen: \"\"", cfg.Path)
 	}
-	ip, err := dhcp.InterfaceAddr(cfg.Interface)
-	if err != nil {
-		return nil, netip.Addr{}, fmt.Errorf("%s: interface: %w", cfg.Path, err)
+	if !ip.IsValid() {
+		var err error
+		if ip, err = dhcp.InterfaceAddr(cfg.Interface); err != nil {
+			return nil, netip.Addr{}, fmt.Errorf("%s: interface: %w", cfg.Path, err)
+		}
 	}
 	// Where nodes reach each service: a wildcard listen address means the
-	// interface's address. The boot plan puts each on the command line;
-	// one that is off is left out, and nodes then send it nothing.
+	// service address (address:, or the interface's); a wildcard listener
+	// takes traffic to a VIP whenever this master holds it. The boot plan
+	// puts each on the command line; one that is off is left out, and
+	// nodes then send it nothing.
 	reach := func(listen string) netip.AddrPort {
 		if listen == "" {
 			return netip.AddrPort{}
