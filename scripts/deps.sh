@@ -8,10 +8,11 @@ need_go="1.26"
 # peers the tests check bootd against. qemu, ipxe-qemu, ovmf, the syslinux
 # loaders, ipxe (the iPXE builds bootd chains to) and a Debian kernel: the
 # PXE boots of the lab tests. chromium: the
-# status page is tested in a real browser.
+# status page is tested in a real browser. docker-registry: image push and
+# pull are tested against a real registry; keepalived: the two-master lab.
 pkgs=(ca-certificates git curl cpio iproute2 libnfs-utils isc-dhcp-server dnsmasq-base
   qemu-system-x86 ipxe-qemu ipxe ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64
-  mmdebstrap busybox chromium)
+  mmdebstrap busybox chromium docker-registry keepalived)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -200,6 +200,27 @@ const highFile = ".highest-generation"
 // numbers in use, such as builds in progress). Concurrent callers get
 // distinct numbers: the allocation holds an flock on the image directory.
 func (s *Store) NewGeneration(name string, floor int) (int, error) {
+	return s.allocate(name, floor, 0)
+}
+
+// ErrUsed says that a generation number was handed out before.
+var ErrUsed = errors.New("generation number already handed out")
+
+// ClaimGeneration allocates the number gen itself, for a generation that
+// was made elsewhere and keeps its number here (a pull from a registry:
+// NFS handles name the generation, so a replica serves it under the same
+// number). It fails with ErrUsed unless gen is above every number this
+// store ever handed out and above floor.
+func (s *Store) ClaimGeneration(name string, gen, floor int) error {
+	if gen <= 0 {
+		return fmt.Errorf("generation %d of %q: want a positive number", gen, name)
+	}
+	_, err := s.allocate(name, floor, gen)
+	return err
+}
+
+// allocate hands out want, or the next number when want is 0.
+func (s *Store) allocate(name string, floor, want int) (int, error) {
 	if err := ValidName(name); err != nil {
 		return 0, err
 	}
@@ -230,6 +251,12 @@ func (s *Store) NewGeneration(name string, floor int) (int, error) {
 		high = max(high, gens[len(gens)-1])
 	}
 	gen := max(high, floor) + 1
+	if want > 0 {
+		if want < gen {
+			return 0, fmt.Errorf("generation %d of %q: this store handed out numbers up to %d: %w", want, name, gen-1, ErrUsed)
+		}
+		gen = want
+	}
 	tmp := filepath.Join(dir, fmt.Sprintf(".highest.%d.tmp", os.Getpid()))
 	if err := os.WriteFile(tmp, []byte(strconv.Itoa(gen)+"\n"), 0o644); err != nil {
 		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)

@@ -115,3 +115,26 @@ func TestGenerationNumbersNeverReused(t *testing.T) {
 		got[g] = true
 	}
 }
+
+// A pulled generation keeps its number, and only a number never handed
+// out here can be claimed.
+func TestClaimGeneration(t *testing.T) {
+	s := New(t.TempDir())
+	if err := s.ClaimGeneration("demo", 5, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []int{5, 4, 1} {
+		if err := s.ClaimGeneration("demo", g, 0); !errors.Is(err, ErrUsed) {
+			t.Errorf("claiming %d after 5: %v, want ErrUsed", g, err)
+		}
+	}
+	if err := s.ClaimGeneration("demo", 7, 7); !errors.Is(err, ErrUsed) {
+		t.Errorf("claiming 7 with a build of 7 in progress: %v", err)
+	}
+	if g, err := s.NewGeneration("demo", 0); err != nil || g != 6 {
+		t.Errorf("next after a claimed 5: %d %v, want 6", g, err)
+	}
+	if err := s.ClaimGeneration("demo", 0, 0); err == nil {
+		t.Error("claimed generation 0")
+	}
+}

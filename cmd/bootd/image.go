@@ -28,7 +28,21 @@ const imageUsage = `usage:
   bootd image rollback NAME
   bootd image rm NAME GEN [--force]
   bootd image gc NAME [--keep K]
-  bootd image diff NAME GEN1 GEN2`
+  bootd image diff NAME GEN1 GEN2
+  bootd image push NAME[/GEN] REPO[:TAG] [--insecure] [--username U --password-stdin]
+  bootd image pull REF [--name NAME] [--no-publish] [--insecure] [--username U --password-stdin]
+  bootd image import REF|ARCHIVE|OCI-DIR --name NAME [--no-publish] [--insecure]
+
+push uploads a generation (default: the current one) to an OCI registry,
+tagged GEN (and latest, for the current generation) unless REPO names a
+tag; layers the registry has are not sent. pull makes the generation a
+REF names, under the same name and number, and checks that bootd's NFS
+server will answer the same file handles for it as on the master that
+pushed it. import turns any Debian container image (a registry
+reference, a docker save archive or an OCI layout directory) into a new
+generation, prepared as image build prepares one. Registry credentials
+come from the Docker config file ($DOCKER_CONFIG/config.json or
+~/.docker/config.json) unless --username is given.`
 
 func runImage(args []string) error {
 	if len(args) == 0 {
@@ -52,6 +66,16 @@ func runImage(args []string) error {
 		force = fs.Bool("force", false, "remove it even though nodes run it (they will fail)")
 	case "gc":
 		keep = fs.Int("keep", 3, "keep this many newest generations besides the current one and those nodes run")
+	}
+	var reg registryFlags
+	var importName *string
+	switch sub {
+	case "push", "pull", "import":
+		reg.add(fs)
+		if sub != "push" {
+			noPublish = fs.Bool("no-publish", false, "make the generation but leave current where it is")
+			importName = fs.String("name", "", "image `NAME` (pull: default the name it was pushed under)")
+		}
 	}
 	if sub == "build" {
 		suite = fs.String("suite", "trixie", "Debian suite: trixie (13, today's stable) or bookworm (12)")
@@ -114,6 +138,15 @@ func runImage(args []string) error {
 		}
 		log.Info("image updated", "image", pos[0], "generation", g)
 		return nil
+	case sub == "push" && len(pos) == 2:
+		return pushImage(cfg, st, pos[0], pos[1], reg)
+	case sub == "pull" && len(pos) == 1:
+		return pullImage(cfg, st, pos[0], *importName, !*noPublish, reg)
+	case sub == "import" && len(pos) == 1:
+		if *importName == "" {
+			return errors.New("bootd image import: --name NAME is required")
+		}
+		return importImage(cfg, st, pos[0], *importName, !*noPublish, reg)
 	case sub == "diff" && len(pos) == 3:
 		a, err := gen(pos[1])
 		if err != nil {
