@@ -57,7 +57,10 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "bootd image: "+format+"\n", args...) }
 	var work string
 	if opt.Gen > 0 {
-		gen, work, err = claimBuild(st, opt.Name, opt.Gen)
+		// The number is claimed when the generation is complete: a pull
+		// that fails (a network error) may be tried again.
+		gen = opt.Gen
+		work, err = unnumberedBuild(st, opt.Name)
 	} else {
 		gen, work, err = newBuild(st, opt.Name)
 	}
@@ -112,6 +115,11 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 			return 0, err
 		}
 	}
+	if opt.Gen > 0 {
+		if err := st.ClaimGeneration(opt.Name, gen, highestPresent(filepath.Dir(work))); err != nil {
+			return 0, err
+		}
+	}
 	if err := os.Rename(work, st.GenDir(opt.Name, gen)); err != nil {
 		return 0, fmt.Errorf("finishing generation %d: %w", gen, err)
 	}
@@ -125,21 +133,19 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 	return gen, nil
 }
 
-// claimBuild is newBuild for a generation that keeps its number.
-func claimBuild(st *store.Store, name string, gen int) (int, string, error) {
+// unnumberedBuild is the hidden directory of a generation whose number
+// is claimed only when it is complete.
+func unnumberedBuild(st *store.Store, name string) (string, error) {
 	dir := filepath.Join(st.ImagesDir(), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, "", err
+		return "", err
 	}
 	cleanStale(dir)
-	if err := st.ClaimGeneration(name, gen, highestPresent(dir)); err != nil {
-		return 0, "", err
-	}
-	work := filepath.Join(dir, fmt.Sprintf(".build-%d-%d", gen, os.Getpid()))
+	work := filepath.Join(dir, fmt.Sprintf(".build-0-%d", os.Getpid()))
 	if err := os.Mkdir(work, 0o755); err != nil {
-		return 0, "", fmt.Errorf("starting generation %d: %w", gen, err)
+		return "", fmt.Errorf("starting to receive %s: %w", name, err)
 	}
-	return gen, work, nil
+	return work, nil
 }
 
 // missingPackages lists the packages of Packages that dpkg's status file
