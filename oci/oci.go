@@ -59,6 +59,7 @@ const (
 	LabelGeneration  = "dev.bootd.generation"
 	LabelFingerprint = "dev.bootd.nfs-fingerprint"
 	LabelMeta        = "dev.bootd.image-json"
+	LabelBoot        = "dev.bootd.boot-files"
 	annotationLayer  = "dev.bootd.layer"
 )
 
@@ -182,11 +183,15 @@ func Push(ctx context.Context, g Generation, refs []string, opt Options) (PushRe
 		return rep, err
 	}
 	meta, _ := os.ReadFile(filepath.Join(g.Dir, "image.json"))
+	bootSums, err := BootSums(g.Dir)
+	if err != nil {
+		return rep, err
+	}
 	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{
 		Architecture: runtime.GOARCH, OS: "linux",
 		Config: v1.Config{Labels: map[string]string{
 			LabelImage: g.Name, LabelGeneration: strconv.Itoa(g.Gen), LabelFingerprint: g.Fingerprint,
-			LabelMeta: string(meta),
+			LabelMeta: string(meta), LabelBoot: bootSums,
 		}},
 		RootFS: v1.RootFS{Type: "layers"},
 	})
@@ -321,4 +326,22 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// BootSums digests a generation's boot files (boot/vmlinuz and
+// boot/initrd.img), so that a master that has the generation already can
+// tell whether its boot files are the ones pushed.
+func BootSums(genDir string) (string, error) {
+	var parts []string
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		b, err := os.ReadFile(filepath.Join(genDir, bootDir, f))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, fmt.Sprintf("%s=sha256:%x", f, sha256.Sum256(b)))
+	}
+	return strings.Join(parts, " "), nil
 }

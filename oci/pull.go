@@ -28,6 +28,7 @@ type Remote struct {
 	Name        string
 	Gen         int
 	Fingerprint string
+	BootSums    string // BootSums of the pushed generation
 	Meta        []byte // image.json
 	Bytes       int64  // compressed layers
 	img         v1.Image
@@ -57,7 +58,7 @@ func Fetch(ctx context.Context, ref string, opt Options) (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	rm := &Remote{Ref: r.String(), Digest: d.String(), Name: l[LabelImage], Gen: gen, Fingerprint: l[LabelFingerprint], Meta: []byte(l[LabelMeta]), img: img}
+	rm := &Remote{Ref: r.String(), Digest: d.String(), Name: l[LabelImage], Gen: gen, Fingerprint: l[LabelFingerprint], BootSums: l[LabelBoot], Meta: []byte(l[LabelMeta]), img: img}
 	m, err := img.Manifest()
 	if err != nil {
 		return nil, err

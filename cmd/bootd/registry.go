@@ -139,6 +139,9 @@ func pullImage(cfg *config.Config, st *store.Store, ref, name string, publish bo
 		if err := check(st.RootDir(name, r.Gen)); err != nil {
 			return fmt.Errorf("%s generation %d is here already, and differs: %w", name, r.Gen, err)
 		}
+		if sums, err := oci.BootSums(st.GenDir(name, r.Gen)); err != nil || sums != r.BootSums {
+			return fmt.Errorf("%s generation %d is here already with other boot files (its initrd rebuilt with initrd build --force on one master?): bootd image rm %s %d, then pull again", name, r.Gen, name, r.Gen)
+		}
 		fmt.Printf("%s generation %d is here already, the same tree\n", name, r.Gen)
 	} else {
 		_, err = image.Receive(ctx, st, image.ReceiveOptions{

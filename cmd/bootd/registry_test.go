@@ -59,6 +59,14 @@ func TestSecondMasterThroughARegistry(t *testing.T) {
 		t.Errorf("second pull:\n%s", out)
 	}
 
+	// A generation's boot files changed on A (initrd build --force): B
+	// says so rather than keep serving others.
+	os.WriteFile(filepath.Join(boot, "initrd.img"), []byte("initrd 2"), 0o644)
+	bootd("image", "push", "demo", reg+"/bootd/demo", "--config", a.config)
+	if out, err := exec.Command(bootdBin, "image", "pull", reg+"/bootd/demo", "--config", b.config).CombinedOutput(); err == nil || !strings.Contains(string(out), "other boot files") {
+		t.Errorf("pull of the same generation with another initrd: %v\n%s", err, out)
+	}
+
 	ta, tb := mountTarget(t, addrA, "/demo"), mountTarget(t, addrB, "/demo")
 	for _, p := range []string{"/etc/hostname", "/usr/hostname-link", "/usr/rel", "/usr/d01", "/usr/d07/f00457", "/etc", "/"} {
 		fa, ha, err := ta.Lookup(p)
