@@ -77,6 +77,9 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 		return 0, fmt.Errorf("the received generation has no root directory")
 	}
 	meta := opt.Meta
+	if meta.Suite == "" {
+		meta.Suite = osRelease(root, "VERSION_CODENAME")
+	}
 	if opt.Prepare {
 		if missing := missingPackages(root); len(missing) > 0 {
 			say("installing what a diskless node needs: %s", strings.Join(missing, " "))
@@ -192,4 +195,20 @@ func installInto(ctx context.Context, root string, pkgs []string, progress io.Wr
 		"apt-get -q -y --no-install-recommends install " + strings.Join(pkgs, " "),
 		"apt-get clean && find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock -delete",
 	}}, progress)
+}
+
+// osRelease reads one field of the image's os-release.
+func osRelease(root, key string) string {
+	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
+		b, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, key+"="); ok {
+				return strings.Trim(v, `"'`)
+			}
+		}
+	}
+	return ""
 }
