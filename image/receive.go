@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bootd/bootd/imageroot"
 	"github.com/bootd/bootd/store"
 )
 
@@ -199,8 +200,13 @@ func installInto(ctx context.Context, root string, pkgs []string, progress io.Wr
 
 // osRelease reads one field of the image's os-release.
 func osRelease(root, key string) string {
+	r, err := imageroot.Open(root)
+	if err != nil {
+		return ""
+	}
+	defer r.Close()
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
-		b, err := os.ReadFile(filepath.Join(root, p))
+		b, err := r.ReadFile(p) // symlinks resolved inside the image
 		if err != nil {
 			continue
 		}
