@@ -188,8 +188,10 @@ func runServe(args []string) error {
 }
 
 // squashUnknown is the NFS root squash for clients that are not nodes:
-// not a fixed address of the node table, and no node's record is at that
-// address (records survive restarts, so running nodes keep root).
+// not a fixed address of the node table, no node's record is at that
+// address (records survive restarts, so running nodes keep root), and the
+// kernel's ARP table does not give it a node's Ethernet address (nodes
+// that booted from another master, whose records are there).
 func squashUnknown(cfg *config.Config, evs *events.Log) func(netip.Addr) bool {
 	if !cfg.NFS.SquashUnknown {
 		return nil
@@ -200,12 +202,15 @@ func squashUnknown(cfg *config.Config, evs *events.Log) func(netip.Addr) bool {
 			fixed[n.Addr()] = true
 		}
 	}
+	neighbors := newNeighborNodes(cfg.Interface, cfg.Table())
 	return func(a netip.Addr) bool {
 		if fixed[a] {
 			return false
 		}
-		_, known := evs.MACOf(a.String())
-		return !known
+		if _, known := evs.MACOf(a.String()); known {
+			return false
+		}
+		return !neighbors.isNode(a)
 	}
 }
 
