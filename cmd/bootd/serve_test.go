@@ -31,7 +31,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bootdBin = filepath.Join(dir, "bootd")
-	if out, err := exec.Command("go", "build", "-o", bootdBin, ".").CombinedOutput(); err != nil {
+	// Static, as a real install is: the initrd's init is this binary.
+	build := exec.Command("go", "build", "-o", bootdBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building bootd: %v\n%s", err, out)
 		os.Exit(1)
 	}
