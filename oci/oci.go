@@ -30,6 +30,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -172,15 +173,33 @@ func Push(ctx context.Context, g Generation, refs []string, opt Options) (PushRe
 	if err != nil {
 		return rep, err
 	}
-	tmp, err := os.MkdirTemp(opt.TempDir, ".push-")
-	if err != nil {
+	cache := filepath.Join(opt.TempDir, "oci-layers")
+	if opt.TempDir == "" {
+		if cache, err = os.MkdirTemp("", "bootd-push-"); err != nil {
+			return rep, fmt.Errorf("push: %w", err)
+		}
+		defer os.RemoveAll(cache)
+	} else if err := os.MkdirAll(cache, 0o700); err != nil {
 		return rep, fmt.Errorf("push: %w", err)
 	}
-	defer os.RemoveAll(tmp)
 	opt.say("packing %s generation %d into %d layers", g.Name, g.Gen, len(plans))
-	layers, err := packLayers(ctx, g.Dir, plans, tmp)
+	layers, err := packLayers(ctx, g.Dir, plans, cache)
 	if err != nil {
 		return rep, err
+	}
+	// The cache keeps the layers of the last push only: its size is one
+	// compressed image.
+	keep := map[string]bool{}
+	for _, l := range layers {
+		keep[filepath.Base(l.path)] = true
+		keep[filepath.Base(l.path)+".json"] = true
+	}
+	if ents, err := os.ReadDir(cache); err == nil {
+		for _, e := range ents {
+			if !keep[e.Name()] {
+				os.Remove(filepath.Join(cache, e.Name()))
+			}
+		}
 	}
 	meta, _ := os.ReadFile(filepath.Join(g.Dir, "image.json"))
 	bootSums, err := BootSums(g.Dir)
@@ -260,8 +279,8 @@ func (l *fileLayer) Uncompressed() (io.ReadCloser, error) {
 	}{z, f}, nil
 }
 
-// packLayers writes every layer, gzip-compressed, into tmp, on as many
-// CPUs as there are.
+// packLayers writes every layer, gzip-compressed, into the cache
+// directory tmp (unless it is there), on as many CPUs as there are.
 func packLayers(ctx context.Context, dir string, plans []layerPlan, tmp string) ([]*fileLayer, error) {
 	out := make([]*fileLayer, len(plans))
 	errs := make([]error, len(plans))
@@ -276,7 +295,7 @@ func packLayers(ctx context.Context, dir string, plans []layerPlan, tmp string) 
 				if i >= len(plans) || ctx.Err() != nil {
 					return
 				}
-				out[i], errs[i] = packLayer(dir, plans[i], filepath.Join(tmp, strconv.Itoa(i)+".tar.gz"))
+				out[i], errs[i] = cachedLayer(dir, plans[i], tmp)
 			}
 		}()
 	}
@@ -288,6 +307,53 @@ func packLayers(ctx context.Context, dir string, plans []layerPlan, tmp string) 
 		return nil, err
 	}
 	return out, nil
+}
+
+// cachedLayer returns a layer from the cache when every entry in it is
+// the inode it was when the layer was packed: same path, device, inode
+// number and ctime (which moves with any change to contents, mode, owner
+// or extended attributes), and packs it otherwise. A generation never
+// changes, so pushing the next one compresses only what differs.
+func cachedLayer(dir string, p layerPlan, cache string) (*fileLayer, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "bootd layer v1 %s\x00", p.key)
+	for _, e := range p.entries {
+		st := &e.st
+		fmt.Fprintf(h, "%s\x00%s\x00%t %d %d %d %d.%d %d %d %d %d.%d\n", e.rel, e.link, e.implied, st.Dev, st.Ino, st.Size,
+			st.Ctim.Sec, st.Ctim.Nsec, st.Mode, st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
+	}
+	key := hex.EncodeToString(h.Sum(nil))
+	file := filepath.Join(cache, key+".tar.gz")
+	if b, err := os.ReadFile(file + ".json"); err == nil {
+		var c struct {
+			Digest, DiffID string
+			Size           int64
+		}
+		if json.Unmarshal(b, &c) == nil {
+			d, err1 := v1.NewHash(c.Digest)
+			di, err2 := v1.NewHash(c.DiffID)
+			if fi, err := os.Stat(file); err == nil && err1 == nil && err2 == nil && fi.Size() == c.Size {
+				return &fileLayer{path: file, digest: d, diffID: di, size: c.Size}, nil
+			}
+		}
+	}
+	l, err := packLayer(dir, p, file+".tmp")
+	if err != nil {
+		os.Remove(file + ".tmp")
+		return nil, err
+	}
+	if err := os.Rename(file+".tmp", file); err != nil {
+		return nil, err
+	}
+	l.path = file
+	b, _ := json.Marshal(struct {
+		Digest, DiffID string
+		Size           int64
+	}{l.digest.String(), l.diffID.String(), l.size})
+	if err := os.WriteFile(file+".json", b, 0o600); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 func packLayer(dir string, p layerPlan, file string) (*fileLayer, error) {

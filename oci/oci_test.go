@@ -143,7 +143,8 @@ func TestPushPullKeepsHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := reg + "/bootd/demo:3"
-	rep, err := Push(ctx, Generation{Name: "demo", Gen: 3, Dir: src, Fingerprint: fp}, []string{ref, reg + "/bootd/demo:latest"}, Options{})
+	cached := Options{TempDir: t.TempDir()} // pushes reuse the layers they packed
+	rep, err := Push(ctx, Generation{Name: "demo", Gen: 3, Dir: src, Fingerprint: fp}, []string{ref, reg + "/bootd/demo:latest"}, cached)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func TestPushPullKeepsHandles(t *testing.T) {
 	}
 
 	// Pushing the same generation again sends no layer.
-	rep2, err := Push(ctx, Generation{Name: "demo", Gen: 3, Dir: src, Fingerprint: fp}, []string{ref}, Options{})
+	rep2, err := Push(ctx, Generation{Name: "demo", Gen: 3, Dir: src, Fingerprint: fp}, []string{ref}, cached)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestPushPullKeepsHandles(t *testing.T) {
 	}
 	must(os.WriteFile(filepath.Join(src, "root/usr/lib/libbar.so"), []byte("bar 2"), 0o644))
 	must(os.WriteFile(filepath.Join(src, "root/var/lib/dpkg/status"), []byte("Package: foo\n\nPackage: bar\nVersion: 2\n"), 0o644))
-	rep3, err := Push(ctx, Generation{Name: "demo", Gen: 4, Dir: src, Fingerprint: fp}, []string{reg + "/bootd/demo:4"}, Options{})
+	rep3, err := Push(ctx, Generation{Name: "demo", Gen: 4, Dir: src, Fingerprint: fp}, []string{reg + "/bootd/demo:4"}, cached)
 	if err != nil {
 		t.Fatal(err)
 	}
