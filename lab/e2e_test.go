@@ -29,13 +29,7 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a Debian image and boots QEMU nodes: not in -short")
 	}
-	if err := Check(); err != nil {
-		t.Fatal(err)
-	}
-	bootd := filepath.Join(t.TempDir(), "bootd")
-	if err := BuildBootd("..", bootd); err != nil {
-		t.Fatal(err)
-	}
+	bootd := labBootd(t)
 	for i, run := range []struct{ suite, boot string }{{"trixie", "chain"}, {"bookworm", "off"}} {
 		t.Run(run.suite, func(t *testing.T) { endToEnd(t, bootd, run.suite, run.boot, i) })
 	}
@@ -54,16 +48,7 @@ func endToEnd(t *testing.T, bootd, suite, bootMode string, i int) {
 	}
 	defer c.Down()
 	t.Logf("image and initrd ready, nodes powered on after %v", time.Since(start).Round(time.Second))
-	c.Wait(ctx)
-	var table strings.Builder
-	c.Table(&table)
-	t.Logf("\n%s", table.String())
-	for _, r := range c.Reports {
-		if r.Result != "ok" {
-			con, _ := os.ReadFile(r.Console)
-			t.Fatalf("%s did not reach multi-user: %s\nconsole tail:\n%s", r.Name, r.Result, tail(string(con), 4000))
-		}
-	}
+	waitUp(t, c)
 	checkRecords(t, c, suite, bootMode != "off")
 	var wg sync.WaitGroup
 	for _, r := range c.Reports {
@@ -311,6 +296,35 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// waitUp follows the nodes' boots, logs the table, and fails the test
+// unless every node reached multi-user.
+func waitUp(t *testing.T, c *Cluster) {
+	t.Helper()
+	c.Wait(context.Background())
+	var table strings.Builder
+	c.Table(&table)
+	t.Logf("\n%s", table.String())
+	for _, r := range c.Reports {
+		if r.Result != "ok" {
+			con, _ := os.ReadFile(r.Console)
+			t.Fatalf("%s did not reach multi-user: %s\nconsole tail:\n%s", r.Name, r.Result, tail(string(con), 4000))
+		}
+	}
+}
+
+// labBootd checks that a lab can run here and builds the bootd it runs.
+func labBootd(t *testing.T) string {
+	t.Helper()
+	if err := Check(); err != nil {
+		t.Fatal(err)
+	}
+	bootd := filepath.Join(t.TempDir(), "bootd")
+	if err := BuildBootd("..", bootd); err != nil {
+		t.Fatal(err)
+	}
+	return bootd
 }
 
 // labDir is a lab's directory for one test, its downloaded packages kept

@@ -456,7 +456,7 @@ func (l *Lab) Down() error {
 
 func (l *Lab) removeNamespaces() error {
 	var errs []error
-	for _, role := range []string{"sw", "site", "master"} {
+	for _, role := range []string{"sw", "site", "master", MasterRole(2)} {
 		ns := l.NS(role)
 		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err != nil {
 			continue

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,13 +27,7 @@ func TestOutages(t *testing.T) {
 	if os.Getenv("BOOTD_LONG") == "" {
 		t.Skip("long (10 min): BOOTD_LONG=1, or scripts/outage.sh")
 	}
-	if err := Check(); err != nil {
-		t.Fatal(err)
-	}
-	bootd := filepath.Join(t.TempDir(), "bootd")
-	if err := BuildBootd("..", bootd); err != nil {
-		t.Fatal(err)
-	}
+	bootd := labBootd(t)
 	dir := labDir(t)
 	c, err := UpCluster(context.Background(), Options{Dir: dir, Name: fmt.Sprintf("bdo%d", os.Getpid()%100000), Nodes: 2,
 		Firmware: "mixed", Bootd: bootd, Out: tWriter{t}, Timeout: 8 * time.Minute})

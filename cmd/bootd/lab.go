@@ -20,7 +20,7 @@ import (
 )
 
 const labUsage = `usage:
-  bootd lab up [--nodes N] [--firmware bios|uefi|mixed] [--boot chain|ipxe|off] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
+  bootd lab up [--nodes N] [--masters 1|2] [--firmware bios|uefi|mixed] [--boot chain|ipxe|off] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
   bootd lab status [--dir DIR]
   bootd lab console NODE [--dir DIR]
   bootd lab reboot NODE [--dir DIR]     a hard reset, no shutdown
@@ -36,6 +36,7 @@ func runLab(args []string) error {
 	fs.Usage = func() { fmt.Fprintln(fs.Output(), labUsage); fs.PrintDefaults() }
 	dir := fs.String("dir", "/var/lib/bootd-lab", "where the lab keeps its state, image cache, logs and consoles")
 	nodes := fs.Int("nodes", 2, "number of QEMU nodes")
+	masters := fs.Int("masters", 1, "number of masters: 2 share the service address "+lab.ServiceIP+" through keepalived (VRRP), master 2 serving master 1's image")
 	firmware := fs.String("firmware", "mixed", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)")
 	image := fs.String("image", "", "image to boot, built if missing (default: the suite's name)")
 	suite := fs.String("suite", "trixie", "Debian suite for a missing image: trixie (13) or bookworm (12)")
@@ -62,6 +63,9 @@ func runLab(args []string) error {
 		if *nodes < 1 || *nodes > 200 {
 			return fmt.Errorf("--nodes %d: want 1 to 200", *nodes)
 		}
+		if *masters != 1 && *masters != 2 {
+			return fmt.Errorf("--masters %d: want 1 or 2", *masters)
+		}
 		if l, err := lab.Load(labDir); err == nil && len(l.Procs) > 0 {
 			fmt.Println("lab: taking down the previous lab first")
 			l.Down()
@@ -73,7 +77,7 @@ func runLab(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		c, err := lab.UpCluster(ctx, lab.Options{Dir: *dir, Nodes: *nodes, Firmware: *firmware, Image: *image,
-			Suite: *suite, Bootd: self, Out: os.Stdout, Timeout: *timeout, Boot: *bootMode})
+			Suite: *suite, Bootd: self, Out: os.Stdout, Timeout: *timeout, Boot: *bootMode, Masters: *masters})
 		if err != nil {
 			return err
 		}
