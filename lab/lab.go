@@ -3,6 +3,8 @@
 // namespace running the site's own DHCP server (dnsmasq, DHCP only, no
 // boot options), a "master" namespace running bootd, and a "switch"
 // namespace holding the bridge that joins them to QEMU nodes' tap devices.
+// A lab of two masters adds "master2", keepalived in both and a registry
+// in the site namespace (masters.go).
 //
 // Every address lives inside these namespaces; nothing is routed to any
 // other network. Everything the lab starts is recorded (namespaces by

@@ -217,6 +217,11 @@ func (c *Cluster) upMasters(ctx context.Context) error {
 		_, err := c.Start("master", "bootd", c.Opt.Bootd, "serve", "--config", c.Configs[0])
 		return err
 	}
+	for bin, pkg := range map[string]string{"keepalived": "keepalived", "docker-registry": "docker-registry", "curl": "curl"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("a lab of two masters needs %s (apt-get install %s)", bin, pkg)
+		}
+	}
 	if err := c.addMaster2(); err != nil {
 		return err
 	}
