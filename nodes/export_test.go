@@ -257,11 +257,11 @@ func TestBlockRerunnable(t *testing.T) {
 	}
 }
 
-// TestIncludeFileRerunnable: the include-file form, as dhcpd and dnsmasq
-// read it from the site's configuration.
+// TestIncludeFileRerunnable: the include-file form, written twice, as
+// dhcpd, dnsmasq and Kea read it from the site's configuration.
 func TestIncludeFileRerunnable(t *testing.T) {
 	tb, _ := NewTable(sample)
-	for _, format := range []string{"isc", "dnsmasq"} {
+	for _, format := range Formats {
 		dir := t.TempDir()
 		inc := filepath.Join(dir, "bootd-nodes.conf")
 		conf := filepath.Join(dir, "site.conf")
@@ -270,6 +270,8 @@ func TestIncludeFileRerunnable(t *testing.T) {
 			write(t, conf, siteISC+`include "`+inc+`";`+"\n")
 		case "dnsmasq":
 			write(t, conf, siteDnsmasq+"conf-file="+inc+"\n")
+		case "kea":
+			write(t, conf, keaConf(inc))
 		}
 		for i, wantChanged := range []bool{true, false} {
 			changed, err := tb.ExportFile(inc, format, ExportOptions{NextServer: "10.0.0.1"})
