@@ -1,7 +1,8 @@
 // Package nodes is the node table: which machines the cluster has, by MAC
 // address, with the hostname, address and image each one boots. The DHCP
-// and TFTP servers consult it through the boot plan, and `bootd nodes
-// export` prints it for the site's own DHCP server.
+// and TFTP servers consult it through the boot plan; `bootd nodes export`
+// writes it for the site's own DHCP server (ISC dhcpd, dnsmasq, Kea), and
+// `bootd nodes import` reads a classic dhcpd.conf's host entries into it.
 package nodes
 
 import (
