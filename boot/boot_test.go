@@ -201,11 +201,13 @@ func TestPlannerUpdate(t *testing.T) {
 	if _, err := p.BootFile("52-54-00-00-00-02.ipxe"); err == nil {
 		t.Fatal("an iPXE script without HTTP")
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
+	stop, done, running := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
+		for i := 0; ; i++ {
+			if i == 1 {
+				close(running)
+			}
 			select {
 			case <-stop:
 				return
@@ -222,6 +224,7 @@ func TestPlannerUpdate(t *testing.T) {
 	}()
 	neu := old
 	neu.Nodes, neu.IPXE, neu.HTTP = after, IPXEOnly, netip.MustParseAddrPort("10.0.0.1:8080")
+	<-running
 	for range 100 {
 		p.Update(old)
 		p.Update(neu)

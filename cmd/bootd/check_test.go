@@ -1,14 +1,21 @@
 package main
 
 import (
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/config"
+	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/nodes"
 	"github.com/bootd/bootd/store"
 )
@@ -168,5 +175,68 @@ func TestChangedKeys(t *testing.T) {
 	}
 	if got := changedKeys(a, parse("state_dir: /srv/bootd\nnfs: {allow: [10.0.0.0/24]}\nnodes: [{mac: '52:54:00:bd:00:01'}]\n")); len(got) != 0 {
 		t.Errorf("the same file: %q", got)
+	}
+}
+
+// TestReloadRace: reloads that swap the table while the status API, the
+// boot plan and the NFS squash read it; run with -race (the bootd binary
+// the other tests start is built without it).
+func TestReloadRace(t *testing.T) {
+	state := t.TempDir()
+	st := store.New(state)
+	writeGen(t, st, "demo", 1, true)
+	path := filepath.Join(t.TempDir(), "bootd.yaml")
+	small := "state_dir: " + state + "\nnfs: {allow: [10.0.0.0/24]}\ndhcp: {mode: 'off'}\ntftp: {listen: ''}\nunknown_nodes: ignore\n" +
+		"nodes: [{mac: '52:54:00:bd:00:01', image: demo}]\n"
+	big := "state_dir: " + state + "\nnfs: {allow: [10.0.0.0/24]}\ndhcp: {mode: 'off'}\ntftp: {listen: ''}\nunknown_nodes: ignore\n" +
+		"nodes: [{mac: '52:54:00:bd:00:01', image: demo}, {mac: '52:54:00:bd:00:02', image: demo, ip: 10.0.0.2}]\n"
+	os.WriteFile(path, []byte(small), 0o644)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planner, _, err := newPlanner(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := newServeState(cfg, planner, netip.Addr{}, log, prometheus.NewRegistry())
+	neighbors := newNeighborNodes("", planner.Node)
+	s.onReload = neighbors.forget
+	squash := squashUnknown(cfg, planner, neighbors, events.New(16))
+	stop, done := make(chan struct{}), make(chan struct{})
+	n2, _ := net.ParseMAC("52:54:00:bd:00:02")
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if st := s.status(); st.Nodes != 1 && st.Nodes != 2 {
+				t.Errorf("status: %d nodes", st.Nodes)
+			}
+			planner.Plan(n2)
+			squash(netip.MustParseAddr("10.0.0.2"))
+		}
+	}()
+	for i := range 50 {
+		body := small
+		if i%2 == 0 {
+			body = big
+		}
+		os.WriteFile(path, []byte(body), 0o644)
+		if r := s.reload(); r.Error != "" {
+			t.Fatal(r.Error)
+		}
+	}
+	close(stop)
+	<-done
+	if s.status().Nodes != 1 {
+		t.Errorf("after the last reload (1 node): %d", s.status().Nodes)
+	}
+	if squash(netip.MustParseAddr("10.0.0.2")) == false {
+		t.Error("10.0.0.2 is no node's any more, yet not squashed")
 	}
 }
