@@ -197,6 +197,6 @@ func (s *serveState) warn(ps []problem) {
 		if p.Fatal {
 			lvl = slog.LevelError
 		}
-		s.log.Log(context.Background(), lvl, "nodes cannot boot: "+p.Message, "key", p.Key)
+		s.log.Log(context.Background(), lvl, p.Message, "key", p.Key)
 	}
 }
