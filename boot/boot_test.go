@@ -179,3 +179,92 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 	})
 }
+
+// TestPlannerUpdate: after Update the planner answers from the new
+// options (a node added, unknown_nodes changed, iPXE turned on), and
+// answers made while Update runs each come from one snapshot: run with
+// -race.
+func TestPlannerUpdate(t *testing.T) {
+	st := store.New(t.TempDir())
+	os.MkdirAll(st.RootDir("img", 1), 0o755)
+	st.Publish("img", 1)
+	before, _ := nodes.NewTable([]nodes.Node{{MAC: "52:54:00:00:00:01", Image: "img"}})
+	after, _ := nodes.NewTable([]nodes.Node{{MAC: "52:54:00:00:00:01", Image: "img"},
+		{MAC: "52:54:00:00:00:02", Hostname: "n2", Image: "img", IP: "10.0.0.2"}})
+	old := Options{Nodes: before, Store: st, NFS: netip.MustParseAddrPort("10.0.0.1:2049"),
+		Loaders: map[string]string{"pxelinux.0": "/a"}}
+	p := NewPlanner(old)
+	n2, _ := net.ParseMAC("52:54:00:00:00:02")
+	if _, err := p.Plan(n2); err != ErrIgnored {
+		t.Fatalf("a node not yet in the table: %v", err)
+	}
+	if _, err := p.BootFile("52-54-00-00-00-02.ipxe"); err == nil {
+		t.Fatal("an iPXE script without HTTP")
+	}
+	stop, done, running := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			if i == 1 {
+				close(running)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Either table, never a node of one with the defaults of the other.
+			if s, err := p.Plan(n2); err == nil && s.Hostname != "n2" {
+				t.Errorf("a plan of a half-updated table: %+v", s)
+			}
+			p.Serves(n2)
+			p.BootFile("pxelinux.cfg/01-52-54-00-00-00-02")
+			p.FirstStage(Client{MAC: n2, Firmware: FirmwareBIOS, IPXE: true})
+		}
+	}()
+	neu := old
+	neu.Nodes, neu.IPXE, neu.HTTP = after, IPXEOnly, netip.MustParseAddrPort("10.0.0.1:8080")
+	<-running
+	for range 100 {
+		p.Update(old)
+		p.Update(neu)
+	}
+	close(stop)
+	<-done
+	s, err := p.Plan(n2)
+	if err != nil || s.Hostname != "n2" || s.Generation != 1 {
+		t.Errorf("a node added by Update: %+v %v", s, err)
+	}
+	if f, err := p.BootFile("52-54-00-00-00-02.ipxe"); err != nil || !strings.Contains(string(f.Data), "images/img/1/vmlinuz") {
+		t.Errorf("iPXE script after Update: %v %q", err, f.Data)
+	}
+	if n, ok := p.NodeAt(netip.MustParseAddr("10.0.0.2")); !ok || n.Hostname != "n2" {
+		t.Errorf("NodeAt after Update: %+v %v", n, ok)
+	}
+	if got := p.Options().Nodes.All(); len(got) != 2 {
+		t.Errorf("Options().Nodes after Update: %d nodes", len(got))
+	}
+	// The planner keeps its own copy of the loaders.
+	neu.Loaders["pxelinux.0"] = "/changed"
+	if f, err := p.BootFile("pxelinux.0"); err != nil || f.Path != "/a" {
+		t.Errorf("loader after the caller changed its map: %+v %v", f, err)
+	}
+}
+
+func TestLoadersServed(t *testing.T) {
+	http := netip.MustParseAddrPort("10.0.0.1:8080")
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{IPXE: IPXEOff, HTTP: http}, "pxelinux.0 ldlinux.c32 syslinux.efi ldlinux.e64"},
+		{Options{IPXE: IPXEOnly, HTTP: http}, "pxelinux.0 ldlinux.c32 syslinux.efi ldlinux.e64 snponly.efi"},
+		{Options{IPXE: IPXEChain, HTTP: http}, "undionly.kpxe snponly.efi"},
+		// Without HTTP, chain means nothing: every firmware gets syslinux.
+		{Options{IPXE: IPXEChain}, "pxelinux.0 ldlinux.c32 syslinux.efi ldlinux.e64"},
+	} {
+		if got := strings.Join(NewPlanner(c.o).LoadersServed(), " "); got != c.want {
+			t.Errorf("IPXE %d, HTTP %v: %s, want %s", c.o.IPXE, c.o.HTTP, got, c.want)
+		}
+	}
+}

@@ -79,12 +79,14 @@ func Clean(name string) (string, error) {
 // is): the loader, the generated config or script, or the generation's
 // kernel or initrd it stands for. A config or script pins the generation
 // that is current now, and names that generation's files.
-func (p *Planner) BootFile(name string) (File, error) {
+func (p *Planner) BootFile(name string) (File, error) { return p.cur.Load().bootFile(name) }
+
+func (o *Options) bootFile(name string) (File, error) {
 	name, err := Clean(name)
 	if err != nil {
 		return File{}, err
 	}
-	if file, ok := p.loaders[name]; ok {
+	if file, ok := o.Loaders[name]; ok {
 		return File{Name: name, Kind: KindLoader, Path: file}, nil
 	}
 	if cfg, ok := strings.CutPrefix(name, "pxelinux.cfg/"); ok {
@@ -95,7 +97,7 @@ func (p *Planner) BootFile(name string) (File, error) {
 				return File{}, ErrNotFound
 			}
 		}
-		s, err := p.Plan(mac)
+		s, err := o.plan(mac)
 		if err != nil {
 			return File{}, err
 		}
@@ -103,14 +105,14 @@ func (p *Planner) BootFile(name string) (File, error) {
 	}
 	if m, ok := strings.CutSuffix(name, ".ipxe"); ok && !strings.Contains(m, "/") {
 		mac := parseDashedMAC(m)
-		if mac == nil || p.ipxe == IPXEOff {
+		if mac == nil || o.IPXE == IPXEOff {
 			return File{}, ErrNotFound
 		}
-		s, err := p.Plan(mac)
+		s, err := o.plan(mac)
 		if err != nil {
 			return File{}, err
 		}
-		return File{Name: name, Kind: KindConfig, Data: []byte(s.IPXEScript(p.bootURL())), MAC: mac, Image: s.Image, Generation: s.Generation}, nil
+		return File{Name: name, Kind: KindConfig, Data: []byte(s.IPXEScript(o.bootURL())), MAC: mac, Image: s.Image, Generation: s.Generation}, nil
 	}
 	if rest, ok := strings.CutPrefix(name, "images/"); ok {
 		parts := strings.Split(rest, "/")
@@ -118,14 +120,14 @@ func (p *Planner) BootFile(name string) (File, error) {
 			return File{}, ErrNotFound
 		}
 		gen, err := strconv.Atoi(parts[1])
-		if err != nil || strconv.Itoa(gen) != parts[1] || p.store.Has(parts[0], gen) != nil {
+		if err != nil || strconv.Itoa(gen) != parts[1] || o.Store.Has(parts[0], gen) != nil {
 			return File{}, ErrNotFound
 		}
 		kind := KindKernel
 		if parts[2] == "initrd.img" {
 			kind = KindInitrd
 		}
-		return File{Name: name, Kind: kind, Path: filepath.Join(p.store.BootDir(parts[0], gen), parts[2]), Image: parts[0], Generation: gen}, nil
+		return File{Name: name, Kind: kind, Path: filepath.Join(o.Store.BootDir(parts[0], gen), parts[2]), Image: parts[0], Generation: gen}, nil
 	}
 	return File{}, ErrNotFound
 }
@@ -196,17 +198,18 @@ type Client struct {
 // fetched over TFTP, or an http:// URL. It is "" when bootd has nothing
 // this firmware can boot (UEFI HTTP Boot without bootd's HTTP path).
 func (p *Planner) FirstStage(c Client) string {
+	o := p.cur.Load()
 	switch {
 	case c.Firmware == FirmwareUnsupported:
 		return ""
 	case c.HTTPBoot:
-		if p.ipxe == IPXEOff || c.Firmware != FirmwareEFI64 {
+		if o.IPXE == IPXEOff || c.Firmware != FirmwareEFI64 {
 			return ""
 		}
-		return p.bootURL() + ChainEFI
-	case c.IPXE && p.ipxe != IPXEOff:
-		return p.bootURL() + dashed(c.MAC) + ".ipxe"
-	case p.ipxe == IPXEChain:
+		return o.bootURL() + ChainEFI
+	case c.IPXE && o.IPXE != IPXEOff:
+		return o.bootURL() + dashed(c.MAC) + ".ipxe"
+	case o.IPXE == IPXEChain:
 		if c.Firmware == FirmwareBIOS {
 			return ChainBIOS
 		}
@@ -215,8 +218,25 @@ func (p *Planner) FirstStage(c Client) string {
 	return c.Firmware.Loader()
 }
 
+// LoadersServed names the loaders (keys of Options.Loaders) that
+// FirstStage may send a firmware to now: pxelinux.0 and syslinux.efi with
+// their ldlinux modules unless every PXE ROM is chained to iPXE, and the
+// iPXE builds when some firmware is (snponly.efi is also UEFI HTTP Boot's
+// first stage). A startup check looks for exactly these files.
+func (p *Planner) LoadersServed() []string {
+	o := p.cur.Load()
+	syslinux := []string{"pxelinux.0", "ldlinux.c32", "syslinux.efi", "ldlinux.e64"}
+	switch o.IPXE {
+	case IPXEChain:
+		return []string{ChainBIOS, ChainEFI}
+	case IPXEOnly:
+		return append(syslinux, ChainEFI)
+	}
+	return syslinux
+}
+
 // bootURL is where the boot tree is on bootd's HTTP server.
-func (p *Planner) bootURL() string { return "http://" + p.http.String() + "/boot/" }
+func (o *Options) bootURL() string { return "http://" + o.HTTP.String() + "/boot/" }
 
 // IPXEScript is the iPXE script for the plan: the same kernel, initrd,
 // command line and pinned generation as PXELinuxConfig, fetched over HTTP

@@ -12,9 +12,11 @@ package boot
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 
 	"github.com/bootd/bootd/nodes"
 	"github.com/bootd/bootd/store"
@@ -98,31 +100,43 @@ type Options struct {
 // Planner makes boot plans from the node table and the image store. It
 // is the one place that knows what a machine boots; the DHCP, TFTP and
 // HTTP servers only ask it.
+//
+// What it plans from can be replaced while it serves (Update, on a config
+// reload): every answer is made from one snapshot of the options, so a
+// DHCP exchange, a TFTP transfer or an HTTP download sees the table of
+// before or of after, never a mix, and one that began before goes on.
 type Planner struct {
-	nodes       *nodes.Table
-	defaults    nodes.Defaults
-	bootUnknown bool
-	store       *store.Store
-	loaders     map[string]string
-	nfs, http   netip.AddrPort
-	log, cons   netip.AddrPort
-	ipxe        IPXEMode
+	cur atomic.Pointer[Options]
 }
 
 // NewPlanner returns a planner for o.
 func NewPlanner(o Options) *Planner {
+	p := &Planner{}
+	p.Update(o)
+	return p
+}
+
+// Update makes the planner answer from o from now on. The options are
+// copied; the caller may not change the table afterwards (nodes.Table is
+// immutable).
+func (p *Planner) Update(o Options) {
 	if o.Nodes == nil {
 		o.Nodes, _ = nodes.NewTable(nil)
 	}
 	if !usable(o.HTTP) {
 		o.IPXE = IPXEOff
 	}
-	return &Planner{nodes: o.Nodes, defaults: o.Defaults, bootUnknown: o.BootUnknown, store: o.Store,
-		loaders: o.Loaders, nfs: o.NFS, http: o.HTTP, log: o.Log, cons: o.Console, ipxe: o.IPXE}
+	o.Loaders = maps.Clone(o.Loaders)
+	p.cur.Store(&o)
 }
 
+// Options returns the options the planner answers from now, with
+// Update's adjustments (IPXEOff without a usable HTTP address). The
+// Loaders map is the planner's own: read it, do not change it.
+func (p *Planner) Options() Options { return *p.cur.Load() }
+
 // Nodes is the node table, in its order.
-func (p *Planner) Nodes() []nodes.Node { return p.nodes.All() }
+func (p *Planner) Nodes() []nodes.Node { return p.cur.Load().Nodes.All() }
 
 // Spec is what one machine boots.
 type Spec struct {
@@ -139,33 +153,41 @@ type Spec struct {
 
 // Serves reports whether bootd answers this machine at all.
 func (p *Planner) Serves(mac net.HardwareAddr) bool {
-	if _, ok := p.nodes.Lookup(mac); ok {
+	o := p.cur.Load()
+	if _, ok := o.Nodes.Lookup(mac); ok {
 		return true
 	}
-	return p.bootUnknown
+	return o.BootUnknown
 }
 
 // Node returns the machine's node table entry, if any.
-func (p *Planner) Node(mac net.HardwareAddr) (nodes.Node, bool) { return p.nodes.Lookup(mac) }
+func (p *Planner) Node(mac net.HardwareAddr) (nodes.Node, bool) {
+	return p.cur.Load().Nodes.Lookup(mac)
+}
+
+// NodeAt returns the node whose fixed address (nodes[].ip) is a, if any.
+func (p *Planner) NodeAt(a netip.Addr) (nodes.Node, bool) { return p.cur.Load().Nodes.At(a) }
 
 // Plan resolves what the machine boots now.
-func (p *Planner) Plan(mac net.HardwareAddr) (Spec, error) {
-	n, known := p.nodes.Lookup(mac)
-	if !known && !p.bootUnknown {
+func (p *Planner) Plan(mac net.HardwareAddr) (Spec, error) { return p.cur.Load().plan(mac) }
+
+func (o *Options) plan(mac net.HardwareAddr) (Spec, error) {
+	n, known := o.Nodes.Lookup(mac)
+	if !known && !o.BootUnknown {
 		return Spec{}, ErrIgnored
 	}
 	image := n.Image
 	if image == "" {
-		image = p.defaults.Image
+		image = o.Defaults.Image
 	}
 	if image == "" {
 		return Spec{}, fmt.Errorf("node %s: no image (set defaults.image or the node's image)", mac)
 	}
-	gen, err := p.store.Current(image)
+	gen, err := o.Store.Current(image)
 	if err != nil {
 		return Spec{}, fmt.Errorf("node %s: %w", mac, err)
 	}
-	append_ := strings.TrimSpace(strings.Join([]string{p.defaults.Append, n.Append}, " "))
+	append_ := strings.TrimSpace(strings.Join([]string{o.Defaults.Append, n.Append}, " "))
 	s := Spec{
 		MAC:        mac,
 		Hostname:   n.Hostname,
@@ -173,16 +195,16 @@ func (p *Planner) Plan(mac net.HardwareAddr) (Spec, error) {
 		Generation: gen,
 		Kernel:     KernelPath(image, gen),
 		Initrd:     InitrdPath(image, gen),
-		Console:    p.defaults.Console,
+		Console:    o.Defaults.Console,
 		Append:     append_,
 		Params: Params{
-			NFS:      p.nfs,
+			NFS:      o.NFS,
 			Export:   fmt.Sprintf("/%s/%d", image, gen),
 			Hostname: n.Hostname,
 			BootIF:   mac,
-			Report:   p.http,
-			Log:      p.log,
-			Console:  p.cons,
+			Report:   o.HTTP,
+			Log:      o.Log,
+			Console:  o.Console,
 		},
 	}
 	return s, nil

@@ -67,8 +67,7 @@ type Full struct {
 	// range plus the node table, whatever MACs a network makes up.
 	leases  map[string]*Lease // by MAC
 	byIP    map[netip.Addr]*Lease
-	fixed   map[netip.Addr]bool // the node table's addresses
-	pruneAt time.Time           // when expired leases are next dropped
+	pruneAt time.Time // when expired leases are next dropped
 	// async is set while Serve runs: lease changes then mark the file
 	// dirty and a flusher writes it, so that a DORA never waits on fsync.
 	async bool
@@ -101,14 +100,9 @@ func NewFull(cfg FullConfig) (*Full, error) {
 	if cfg.Network.LeaseTime == 0 {
 		cfg.Network.LeaseTime = 12 * time.Hour
 	}
-	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{}, fixed: map[netip.Addr]bool{}, dirty: make(chan struct{}, 1)}
+	f := &Full{cfg: cfg, log: log.With("service", "dhcp", "mode", "full"), leases: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{}, dirty: make(chan struct{}, 1)}
 	if err := f.setRange(); err != nil {
 		return nil, err
-	}
-	for _, n := range cfg.Planner.Nodes() {
-		if n.Addr().IsValid() {
-			f.fixed[n.Addr()] = true
-		}
 	}
 	f.proxy = NewProxy(cfg.Config)
 	f.proxy.mode = modeFull
@@ -392,13 +386,20 @@ func (f *Full) allowed(a netip.Addr, mac net.HardwareAddr) bool {
 	return f.inRange(a)
 }
 
+// fixedAddr says whether a is a node's fixed address: asked of the
+// planner each time, since a config reload may change the table.
+func (f *Full) fixedAddr(a netip.Addr) bool {
+	_, ok := f.cfg.Planner.NodeAt(a)
+	return ok
+}
+
 // inRange says whether a is a range address bootd may lease: in the range
 // and not bootd's, the router's, the subnet's own or a node's fixed one.
 func (f *Full) inRange(a netip.Addr) bool {
 	if !a.Is4() || uint64(u32(a))-f.rangeStart >= f.rangeSize {
 		return false
 	}
-	return a != f.cfg.ServerIP && a != f.cfg.Network.Router && a != f.network && a != f.broadcast && !f.fixed[a]
+	return a != f.cfg.ServerIP && a != f.cfg.Network.Router && a != f.network && a != f.broadcast && !f.fixedAddr(a)
 }
 
 // heldByOther says whether a MAC other than mac holds a unexpired.

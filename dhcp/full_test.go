@@ -387,3 +387,32 @@ func TestFullRelays(t *testing.T) {
 		t.Errorf("a DISCOVER from a listed relay: %v to %v", resp, dest)
 	}
 }
+
+// TestFullTableUpdate: a node added to the planner's table (a config
+// reload) gets its fixed address at once, and range addresses that became
+// nodes' fixed ones are no longer leased to strangers.
+func TestFullTableUpdate(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	f := newFull(t, filepath.Join(t.TempDir(), "leases.json"), &now)
+	added := net.HardwareAddr{0x52, 0x54, 0, 0xbd, 0, 0x42}
+	if _, ack := dora(t, f, added, true); ack == nil || !strings.HasPrefix(ack.YourIPAddr.String(), "10.213.0.10") {
+		t.Fatalf("before the update, a stranger gets a range address: %v", ack)
+	}
+	list := []nodes.Node{{MAC: known.String(), Hostname: "n1", IP: "10.213.0.11"}, {MAC: added.String(), Hostname: "n42", IP: "10.213.0.42"}}
+	for i := range 4 {
+		list = append(list, nodes.Node{MAC: fmt.Sprintf("52:54:00:bd:01:%02x", i), IP: fmt.Sprintf("10.213.0.%d", 100+i)})
+	}
+	table, err := nodes.NewTable(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.cfg.Planner.Options()
+	o.Nodes = table
+	f.cfg.Planner.Update(o)
+	if _, ack := dora(t, f, added, true); ack == nil || ack.YourIPAddr.String() != "10.213.0.42" || ack.HostName() != "n42" {
+		t.Errorf("the added node: %v", ack)
+	}
+	if _, ack := dora(t, f, net.HardwareAddr{2, 0, 0, 0, 0, 9}, false); ack != nil {
+		t.Errorf("a stranger got %s, every range address is a node's now", ack.YourIPAddr)
+	}
+}

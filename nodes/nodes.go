@@ -61,15 +61,15 @@ var hostRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 
 // Table is the validated node table.
 type Table struct {
-	nodes []Node
-	byMAC map[string]int
+	nodes  []Node
+	byMAC  map[string]int
+	byAddr map[netip.Addr]int
 }
 
 // NewTable validates the entries and indexes them by MAC.
 func NewTable(list []Node) (*Table, error) {
-	t := &Table{byMAC: map[string]int{}}
+	t := &Table{byMAC: map[string]int{}, byAddr: map[netip.Addr]int{}}
 	hosts := map[string]int{}
-	ips := map[netip.Addr]int{}
 	for i, n := range list {
 		hw, err := net.ParseMAC(n.MAC)
 		if err != nil || len(hw) != 6 {
@@ -94,10 +94,10 @@ func NewTable(list []Node) (*Table, error) {
 			if err != nil || !a.Is4() {
 				return nil, &Error{i, "ip", fmt.Sprintf("want an IPv4 address, got %q", n.IP)}
 			}
-			if j, dup := ips[a]; dup {
+			if j, dup := t.byAddr[a]; dup {
 				return nil, &Error{i, "ip", fmt.Sprintf("%s is used twice (also nodes[%d])", a, j)}
 			}
-			ips[a] = i
+			t.byAddr[a] = i
 			n.addr = a
 		}
 		if strings.ContainsAny(n.Append, "\n\r") {
@@ -115,6 +115,18 @@ func (t *Table) Lookup(mac net.HardwareAddr) (Node, bool) {
 		return Node{}, false
 	}
 	i, ok := t.byMAC[mac.String()]
+	if !ok {
+		return Node{}, false
+	}
+	return t.nodes[i], true
+}
+
+// At returns the node whose fixed address is a.
+func (t *Table) At(a netip.Addr) (Node, bool) {
+	if t == nil {
+		return Node{}, false
+	}
+	i, ok := t.byAddr[a]
 	if !ok {
 		return Node{}, false
 	}

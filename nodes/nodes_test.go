@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"net/netip"
 	"testing"
 )
 
@@ -22,6 +23,12 @@ func TestTable(t *testing.T) {
 	n, ok = tb.Lookup(tb.All()[1].HardwareAddr())
 	if !ok || n.Hostname != "node02" || n.MAC != "52:54:00:12:34:57" {
 		t.Errorf("lookup: %+v %v", n, ok)
+	}
+	if n, ok := tb.At(netip.MustParseAddr("10.0.0.12")); !ok || n.Hostname != "node02" {
+		t.Errorf("At(10.0.0.12): %+v %v", n, ok)
+	}
+	if n, ok := tb.At(netip.MustParseAddr("10.0.0.13")); ok {
+		t.Errorf("At(10.0.0.13), no node's address: %+v", n)
 	}
 	for _, bad := range [][]Node{
 		{{MAC: "nope"}},

@@ -49,6 +49,10 @@ type Config struct {
 	// boot storm fetches its kernels and initrds here);
 	// MaxStreams bounds /api/v1/events streams (64).
 	MaxConns, MaxConnsPerClient, MaxStreams int
+	// Status, if set, is GET /api/v1/status: what the serving bootd is
+	// (version, listeners, images) and what keeps nodes from booting,
+	// computed by the caller at each request.
+	Status func() any
 	// StallTimeout is how long one chunk (1 MiB) of a boot file may take
 	// to leave (30 s): a client that stops reading is dropped after it,
 	// however large the file.
@@ -111,6 +115,9 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /api/v1/nodes", s.apiNodes)
 	s.mux.HandleFunc("GET /api/v1/nodes/{node}", s.apiNode)
 	s.mux.HandleFunc("GET /api/v1/events", s.apiEvents)
+	if cfg.Status != nil {
+		s.mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, cfg.Status()) })
+	}
 	s.mux.HandleFunc("POST /api/v1/report", s.report)
 	s.mux.HandleFunc("GET /boot/{path...}", s.bootFile)
 	if cfg.Registry != nil {
@@ -359,7 +366,9 @@ func (s *Server) List() NodeList {
 	seen := map[string]bool{}
 	l := NodeList{Now: time.Now().UTC(), Counts: map[events.Stage]int{}}
 	hostOf := map[string]string{}
-	for _, n := range s.table() {
+	// One read of the table: a config reload may replace it meanwhile.
+	table := s.table()
+	for _, n := range table {
 		hostOf[n.HardwareAddr().String()] = n.Hostname
 	}
 	for _, n := range s.cfg.Log.Nodes() {
@@ -379,7 +388,7 @@ func (s *Server) List() NodeList {
 		}
 		l.Nodes = append(l.Nodes, sum)
 	}
-	for _, n := range s.table() {
+	for _, n := range table {
 		mac := n.HardwareAddr().String()
 		if !seen[mac] {
 			l.Nodes = append(l.Nodes, NodeSummary{MAC: mac, IP: n.IP, Hostname: n.Hostname, Stage: StageUnseen, Known: true})

@@ -436,3 +436,29 @@ func TestTotalCapQueues(t *testing.T) {
 		t.Errorf("refused{too_many} = %v, want 0", got)
 	}
 }
+
+// TestStatusAPI: /api/v1/status is what Config.Status returns at each
+// request, and absent without one.
+func TestStatusAPI(t *testing.T) {
+	f := newFixture(t)
+	if code := f.get(t, "/api/v1/status", nil); code != http.StatusNotFound {
+		t.Errorf("without Config.Status: %d", code)
+	}
+	calls := 0
+	srv := New(Config{Log: f.log, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Status: func() any { calls++; return map[string]int{"calls": calls} }})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	for want := 1; want <= 2; want++ {
+		var got map[string]int
+		resp, err := http.Get(ts.URL + "/api/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || got["calls"] != want {
+			t.Errorf("request %d: %v %v", want, got, err)
+		}
+	}
+}

@@ -22,9 +22,9 @@ import (
 // file of the image they read a moment ago is refused. Nodes behind a
 // router (dhcp.relays) are not on the segment and not found here.
 type neighborNodes struct {
-	arp   string // /proc/net/arp
-	iface string // "" any
-	table *nodes.Table
+	arp    string // /proc/net/arp
+	iface  string // "" any
+	lookup func(net.HardwareAddr) (nodes.Node, bool)
 
 	mu   sync.Mutex
 	seen map[netip.Addr]neighborAnswer
@@ -43,8 +43,18 @@ const (
 	neighborOtherTTL = 5 * time.Second
 )
 
-func newNeighborNodes(iface string, table *nodes.Table) *neighborNodes {
-	return &neighborNodes{arp: "/proc/net/arp", iface: iface, table: table, seen: map[netip.Addr]neighborAnswer{}}
+// newNeighborNodes answers from the ARP table of iface, and lookup for
+// whether an Ethernet address is a node's (boot.Planner.Node, which
+// follows config reloads).
+func newNeighborNodes(iface string, lookup func(net.HardwareAddr) (nodes.Node, bool)) *neighborNodes {
+	return &neighborNodes{arp: "/proc/net/arp", iface: iface, lookup: lookup, seen: map[netip.Addr]neighborAnswer{}}
+}
+
+// forget drops the answers kept: the node table changed.
+func (n *neighborNodes) forget() {
+	n.mu.Lock()
+	clear(n.seen)
+	n.mu.Unlock()
 }
 
 // isNode: a's Ethernet address on the segment is a node of the table.
@@ -56,10 +66,10 @@ func (n *neighborNodes) isNode(a netip.Addr) bool {
 	if ok && now.Before(ans.until) {
 		return ans.node
 	}
-	mac, found := n.lookup(a)
+	mac, found := n.arpEntry(a)
 	node := false
 	if found {
-		_, node = n.table.Lookup(mac)
+		_, node = n.lookup(mac)
 	}
 	ttl := neighborOtherTTL
 	if node {
@@ -74,9 +84,9 @@ func (n *neighborNodes) isNode(a netip.Addr) bool {
 	return node
 }
 
-// lookup finds a's complete entry in the ARP table ("IP address  HW type
+// arpEntry finds a's complete entry in the ARP table ("IP address  HW type
 // Flags  HW address  Mask  Device", flag 0x2 complete).
-func (n *neighborNodes) lookup(a netip.Addr) (net.HardwareAddr, bool) {
+func (n *neighborNodes) arpEntry(a netip.Addr) (net.HardwareAddr, bool) {
 	f, err := os.Open(n.arp)
 	if err != nil {
 		return nil, false

@@ -24,7 +24,7 @@ func TestNeighborNodes(t *testing.T) {
 10.0.0.182       0x1         0x2         52:54:00:99:99:99     *        m0
 10.0.0.183       0x1         0x2         52:54:00:bd:00:02     *        eth9
 `), 0o644)
-	n := newNeighborNodes("m0", table)
+	n := newNeighborNodes("m0", table.Lookup)
 	n.arp = arp
 	for ip, want := range map[string]bool{"10.0.0.180": true, "10.0.0.181": false, "10.0.0.182": false, "10.0.0.183": false, "10.0.0.184": false} {
 		if got := n.isNode(netip.MustParseAddr(ip)); got != want {
@@ -35,5 +35,10 @@ func TestNeighborNodes(t *testing.T) {
 	os.WriteFile(arp, []byte("IP address       HW type     Flags       HW address            Mask     Device\n"), 0o644)
 	if !n.isNode(netip.MustParseAddr("10.0.0.180")) {
 		t.Error("a node's answer was not kept")
+	}
+	// Until the table changes (a reload): then the ARP table is read again.
+	n.forget()
+	if n.isNode(netip.MustParseAddr("10.0.0.180")) {
+		t.Error("a node's answer was kept after forget")
 	}
 }

@@ -47,31 +47,41 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP (`systemctl reload`, a closed terminal) reloads the config;
+	// caught from here on, since its default action ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	st := store.New(cfg.StateDir)
+	planner, serverIP, err := newPlanner(cfg, st)
+	if err != nil {
+		return err
+	}
+	reg := newRegistry()
+	state := newServeState(cfg, planner, serverIP, log, reg)
+	if err := state.startup(); err != nil {
+		return err
+	}
 	evs := events.NewWithLimits(4096, events.Limits{Nodes: cfg.Status.MaxNodes, Lines: cfg.Status.LogLines,
 		LineBytes: cfg.Status.LogKiB << 10, LostAfter: cfg.Status.LostAfterDuration()})
 	recordsPath := filepath.Join(cfg.StateDir, "run", "nodes.json")
 	if err := evs.Load(recordsPath); err != nil {
 		log.Warn("node records", "err", err)
 	}
-	reg := newRegistry()
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bootd_log_lines_suppressed_total",
 		Help: "Log lines naming a client that were held back: the client, or all clients together, logged faster than bootd writes."},
 		func() float64 { return float64(c.logs.Dropped()) }))
-	log.Info("bootd starting", "config", cfg.Path, "state_dir", cfg.StateDir)
-
-	planner, serverIP, err := newPlanner(cfg, st)
-	if err != nil {
-		return err
-	}
 
 	// A service that cannot go on (a port it cannot bind) stops the others
 	// and bootd exits with its error, for systemd to restart it. Passing
 	// trouble (out of descriptors, a client that misbehaves) each service
 	// rides out on its own.
 	g, gctx := errgroup.WithContext(ctx)
+	// A reload may drop nodes: forget which addresses were theirs.
+	neighbors := newNeighborNodes(cfg.Interface, planner.Node)
+	state.onReload = neighbors.forget
 	var stats statsWriter
 	stats.path = filepath.Join(cfg.StateDir, "run", "stats.json")
 	if cfg.NFS.Listen != "" {
@@ -88,7 +98,7 @@ func runServe(args []string) error {
 			MaxConnsPerClient: cfg.NFS.MaxConnectionsPerClient,
 			Logger:            log,
 			Metrics:           nfs.NewMetrics(reg),
-			Squash:            squashUnknown(cfg, evs),
+			Squash:            squashUnknown(cfg, planner, neighbors, evs),
 			Record:            rec,
 			OnMount: func(client netip.AddrPort, image string, gen int) {
 				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Image: image, Generation: gen, Detail: fmt.Sprintf("nfs mount %s/%d", image, gen)})
@@ -142,7 +152,8 @@ func runServe(args []string) error {
 		g.Go(func() error { return srv.Serve(gctx) })
 	}
 	if cfg.HTTP.Listen != "" {
-		srv := web.New(web.Config{Log: evs, Planner: planner, Allow: cfg.HTTP.AllowPrefixes(), Registry: reg, Logger: log})
+		srv := web.New(web.Config{Log: evs, Planner: planner, Allow: cfg.HTTP.AllowPrefixes(), Registry: reg, Logger: log,
+			Status: func() any { return state.status() }})
 		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.HTTP.Listen) })
 	}
 	if cfg.Console.Listen != "" {
@@ -165,20 +176,7 @@ func runServe(args []string) error {
 	}
 	g.Go(func() error { keepRecords(gctx, evs, recordsPath, log); return nil })
 	g.Go(func() error { stats.run(gctx, log); return nil })
-	// SIGHUP (a closed terminal, a `systemctl reload`) must not end serve.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	g.Go(func() error {
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-				log.Warn("SIGHUP: bootd reloads nothing yet; restart it to apply config changes")
-			}
-		}
-	})
+	g.Go(func() error { state.reloadOnHUP(gctx, hup); return nil })
 	err = g.Wait()
 	if err != nil {
 		return err
@@ -191,20 +189,14 @@ func runServe(args []string) error {
 // not a fixed address of the node table, no node's record is at that
 // address (records survive restarts, so running nodes keep root), and the
 // kernel's ARP table does not give it a node's Ethernet address (nodes
-// that booted from another master, whose records are there).
-func squashUnknown(cfg *config.Config, evs *events.Log) func(netip.Addr) bool {
+// that booted from another master, whose records are there). The table
+// is the planner's at each call: a reload changes it.
+func squashUnknown(cfg *config.Config, planner *boot.Planner, neighbors *neighborNodes, evs *events.Log) func(netip.Addr) bool {
 	if !cfg.NFS.SquashUnknown {
 		return nil
 	}
-	fixed := map[netip.Addr]bool{}
-	for _, n := range cfg.Table().All() {
-		if n.Addr().IsValid() {
-			fixed[n.Addr()] = true
-		}
-	}
-	neighbors := newNeighborNodes(cfg.Interface, cfg.Table())
 	return func(a netip.Addr) bool {
-		if fixed[a] {
+		if _, fixed := planner.NodeAt(a); fixed {
 			return false
 		}
 		if _, known := evs.MACOf(a.String()); known {
