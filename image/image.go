@@ -219,7 +219,8 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 	if err != nil {
 		return 0, err
 	}
-	defer abandonUnlessDone(work, &err)
+	taken := gen // gen is 0 by the time a failing return runs the defer
+	defer abandonUnlessDone(st, opt.Name, &taken, work, &err)
 	start := time.Now()
 	root := filepath.Join(work, "root")
 	include := append(append(append([]string(nil), Packages...), opt.Settings.Include...), opt.Include...)
@@ -290,13 +291,27 @@ func newBuild(st *store.Store, name string) (gen int, work string, err error) {
 	return gen, work, nil
 }
 
-// abandonUnlessDone removes a build directory if *err is set: a build
-// that does not finish leaves nothing behind.
-func abandonUnlessDone(work string, err *error) {
-	if *err != nil {
-		if rerr := removeBuild(work); rerr != nil {
-			*err = fmt.Errorf("%w; and cleaning up: %v", *err, rerr)
-		}
+// abandonUnlessDone undoes a build if *err is set: a build that does not
+// finish leaves nothing behind. Its directory is removed; if it was the
+// image's first, the image's directory goes too and the number it was
+// given (taken; 0 if none yet) is given back, so the image never existed.
+// A later build's number stays used: its progress lines named it, and
+// the admin's scrollback must not name two different trees.
+func abandonUnlessDone(st *store.Store, name string, taken *int, work string, err *error) {
+	if *err == nil {
+		return
+	}
+	if rerr := removeBuild(work); rerr != nil {
+		*err = fmt.Errorf("%w; and cleaning up: %v", *err, rerr)
+		return
+	}
+	// rmdir: only an empty directory goes, so a generation, a current
+	// link or another build in progress keeps it.
+	if os.Remove(filepath.Dir(work)) != nil || *taken == 0 {
+		return
+	}
+	if rerr := st.ReturnGeneration(name, *taken); rerr != nil {
+		*err = fmt.Errorf("%w; and giving back generation number %d: %v", *err, *taken, rerr)
 	}
 }
 

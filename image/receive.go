@@ -57,6 +57,7 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "bootd image: "+format+"\n", args...) }
 	var work string
+	taken := 0 // the number this receive was handed, to give back if it fails
 	if opt.Gen > 0 {
 		// The number is claimed when the generation is complete: a pull
 		// that fails (a network error) may be tried again.
@@ -64,11 +65,12 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 		work, err = unnumberedBuild(st, opt.Name)
 	} else {
 		gen, work, err = newBuild(st, opt.Name)
+		taken = gen
 	}
 	if err != nil {
 		return 0, err
 	}
-	defer abandonUnlessDone(work, &err)
+	defer abandonUnlessDone(st, opt.Name, &taken, work, &err)
 	start := time.Now()
 	if err := opt.Fill(ctx, work); err != nil {
 		return 0, err
@@ -123,6 +125,7 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 		if err := st.ClaimGeneration(opt.Name, gen, highestPresent(filepath.Dir(work))); err != nil {
 			return 0, err
 		}
+		taken = gen
 	}
 	if err := os.Rename(work, st.GenDir(opt.Name, gen)); err != nil {
 		return 0, fmt.Errorf("finishing generation %d: %w", gen, err)

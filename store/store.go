@@ -6,9 +6,9 @@
 //	STATE/images/NAME/GEN/boot/initrd.img  the initrd bootd generated for it
 //	STATE/images/NAME/current -> GEN       the generation new boots get
 //
-// GEN is a positive integer, never used twice for one image
-// (STATE/images/NAME/.highest-generation keeps the highest ever handed
-// out). A published generation is never modified: nodes
+// GEN is a positive integer, never used twice for one image, even after
+// the whole image was removed (STATE/images/.highest-generation/NAME keeps
+// the highest ever handed out). A published generation is never modified: nodes
 // that booted it keep reading it while newer ones are built and published.
 // current is a relative symlink replaced atomically by rename, so a reader
 // sees the old or the new generation and never a missing link. Nothing here
@@ -187,18 +187,28 @@ func (s *Store) Publish(name string, gen int) error {
 	return nil
 }
 
-// highFile records, per image, the highest generation number ever handed
-// out. Numbers name caches in every server (NFS indexes and handles, TFTP's
-// boot files, a node's pinned generation): a number used again after
-// `image rm` would let a server answer for the old tree with the new one's
-// name. So the next number is one past the highest ever used, not past the
-// highest present.
-const highFile = ".highest-generation"
+// The highest generation number ever handed out is recorded per image in
+// STATE/images/.highest-generation/NAME. Numbers name caches in every
+// server (NFS indexes and handles, TFTP's boot files, a node's pinned
+// generation): a number used again after `image rm` would let a server
+// answer for the old tree with the new one's name. So the next number is
+// one past the highest ever used, not past the highest present, and the
+// record lives outside the image's directory so that it outlives the
+// removal of the whole image. Older stores kept it in
+// STATE/images/NAME/.highest-generation; it is still read, and moved on
+// the next allocation.
+const (
+	highDir    = ".highest-generation"
+	legacyHigh = ".highest-generation"
+)
+
+func (s *Store) highPath(name string) string { return filepath.Join(s.ImagesDir(), highDir, name) }
 
 // NewGeneration allocates a generation number for image name that was
 // never allocated before and is above floor (the caller's own view of
 // numbers in use, such as builds in progress). Concurrent callers get
-// distinct numbers: the allocation holds an flock on the image directory.
+// distinct numbers: the allocation holds an flock on the records'
+// directory.
 func (s *Store) NewGeneration(name string, floor int) (int, error) {
 	return s.allocate(name, floor, 0)
 }
@@ -219,60 +229,117 @@ func (s *Store) ClaimGeneration(name string, gen, floor int) error {
 	return err
 }
 
+// ReturnGeneration gives back gen, handed out by NewGeneration or
+// ClaimGeneration to a generation that was never made (its build
+// failed): no server can have seen the number, so the next build may
+// take it again, and an image whose first build failed leaves no record.
+// It does nothing if a later number was handed out since, or if the
+// generation's directory exists.
+func (s *Store) ReturnGeneration(name string, gen int) error {
+	return s.locked(name, func(high int) (int, error) {
+		if high != gen {
+			return high, nil
+		}
+		if _, err := os.Lstat(s.GenDir(name, gen)); !errors.Is(err, fs.ErrNotExist) {
+			return high, err
+		}
+		return gen - 1, nil
+	})
+}
+
 // allocate hands out want, or the next number when want is 0.
-func (s *Store) allocate(name string, floor, want int) (int, error) {
-	if err := ValidName(name); err != nil {
-		return 0, err
-	}
-	dir := filepath.Join(s.ImagesDir(), name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+func (s *Store) allocate(name string, floor, want int) (gen int, err error) {
+	err = s.locked(name, func(high int) (int, error) {
+		if gens, err := s.Generations(name); err == nil && len(gens) > 0 {
+			high = max(high, gens[len(gens)-1])
+		}
+		gen = max(high, floor) + 1
+		if want > 0 {
+			if want < gen {
+				return 0, fmt.Errorf("generation %d of %q: this store handed out numbers up to %d: %w", want, name, gen-1, ErrUsed)
+			}
+			gen = want
+		}
+		return gen, nil
+	})
+	if err != nil {
 		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+	}
+	return gen, nil
+}
+
+// locked runs update on the image's recorded highest number (0 if none)
+// under the records' lock, and records what it returns (none for 0).
+func (s *Store) locked(name string, update func(high int) (int, error)) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	dir := filepath.Join(s.ImagesDir(), highDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+		return err
 	}
 	defer d.Close()
 	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
-		return 0, fmt.Errorf("allocating a generation of %q: locking: %w", name, err)
+		return fmt.Errorf("locking %s: %w", dir, err)
 	}
 	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
+	legacy := filepath.Join(s.ImagesDir(), name, legacyHigh)
 	high := 0
-	if b, err := os.ReadFile(filepath.Join(dir, highFile)); err == nil {
-		if g, ok := parseGen(strings.TrimSpace(string(b))); ok {
-			high = g
-		} else {
-			return 0, fmt.Errorf("allocating a generation of %q: %s holds %q, want a number: fix or remove it by hand", name, highFile, b)
+	for _, p := range []string{s.highPath(name), legacy} {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
-	}
-	if gens, err := s.Generations(name); err == nil && len(gens) > 0 {
-		high = max(high, gens[len(gens)-1])
-	}
-	gen := max(high, floor) + 1
-	if want > 0 {
-		if want < gen {
-			return 0, fmt.Errorf("generation %d of %q: this store handed out numbers up to %d: %w", want, name, gen-1, ErrUsed)
+		if err != nil {
+			return err
 		}
-		gen = want
+		g, ok := parseGen(strings.TrimSpace(string(b)))
+		if !ok {
+			return fmt.Errorf("%s holds %q, want a number: fix or remove it by hand", p, b)
+		}
+		high = max(high, g)
 	}
-	tmp := filepath.Join(dir, fmt.Sprintf(".highest.%d.tmp", os.Getpid()))
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(gen)+"\n"), 0o644); err != nil {
-		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
+	next, err := update(high)
+	if err != nil {
+		return err
 	}
-	f, err := os.Open(tmp)
+	if next == high {
+		return nil
+	}
+	if next <= 0 {
+		if err := os.Remove(s.highPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	} else if err := writeSynced(dir, s.highPath(name), strconv.Itoa(next)+"\n"); err != nil {
+		return err
+	}
+	if err := os.Remove(legacy); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return d.Sync()
+}
+
+// writeSynced replaces path by a file holding data, written beside it and
+// renamed over it once on disk.
+func writeSynced(dir, path, data string) error {
+	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", filepath.Base(path), os.Getpid()))
+	err := os.WriteFile(tmp, []byte(data), 0o644)
 	if err == nil {
-		err = f.Sync()
-		f.Close()
+		var f *os.File
+		if f, err = os.Open(tmp); err == nil {
+			err = f.Sync()
+			f.Close()
+		}
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, highFile))
+		err = os.Rename(tmp, path)
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return 0, fmt.Errorf("allocating a generation of %q: %w", name, err)
 	}
-	d.Sync()
-	return gen, nil
+	return err
 }

@@ -138,3 +138,57 @@ func TestClaimGeneration(t *testing.T) {
 		t.Error("claimed generation 0")
 	}
 }
+
+// The record of numbers handed out outlives the image's directory, an
+// older store's record inside it is honoured, and a number given back is
+// handed out again only if nothing came after it.
+func TestGenerationRecord(t *testing.T) {
+	s := New(t.TempDir())
+	for want := 1; want <= 2; want++ {
+		if g, err := s.NewGeneration("img", 0); err != nil || g != want {
+			t.Fatalf("NewGeneration = %d, %v; want %d", g, err, want)
+		}
+	}
+	if err := os.RemoveAll(filepath.Join(s.ImagesDir(), "img")); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s.NewGeneration("img", 0); g != 3 {
+		t.Errorf("after the image's directory went: %d, want 3", g)
+	}
+	// An older store: the record beside the generations.
+	os.MkdirAll(filepath.Join(s.ImagesDir(), "old"), 0o755)
+	os.WriteFile(filepath.Join(s.ImagesDir(), "old", ".highest-generation"), []byte("41\n"), 0o644)
+	if g, _ := s.NewGeneration("old", 0); g != 42 {
+		t.Errorf("with an old record of 41: %d, want 42", g)
+	}
+	if _, err := os.Stat(filepath.Join(s.ImagesDir(), "old", ".highest-generation")); !os.IsNotExist(err) {
+		t.Errorf("the old record is still in the image's directory: %v", err)
+	}
+	// Given back: the next build takes it again.
+	if err := s.ReturnGeneration("img", 3); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s.NewGeneration("img", 0); g != 3 {
+		t.Errorf("after giving 3 back: %d, want 3", g)
+	}
+	// Not given back when a later number was handed out, nor when the
+	// generation exists.
+	s.NewGeneration("img", 0) // 4
+	s.ReturnGeneration("img", 3)
+	if g, _ := s.NewGeneration("img", 0); g != 5 {
+		t.Errorf("3 given back after 4 was handed out: next is %d, want 5", g)
+	}
+	os.MkdirAll(s.RootDir("img", 5), 0o755)
+	s.ReturnGeneration("img", 5)
+	if g, _ := s.NewGeneration("img", 0); g != 6 {
+		t.Errorf("5 exists and was given back: next is %d, want 6", g)
+	}
+	// The first number given back leaves no record at all.
+	g, _ := s.NewGeneration("fresh", 0)
+	if err := s.ReturnGeneration("fresh", g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(s.ImagesDir(), ".highest-generation", "fresh")); !os.IsNotExist(err) {
+		t.Errorf("a record of fresh is left: %v", err)
+	}
+}
