@@ -170,9 +170,9 @@ func TestGenerationsPublishRollbackRemove(t *testing.T) {
 		t.Errorf("list %+v", infos)
 	}
 	// The next build number goes past what exists and what is building.
-	os.MkdirAll(filepath.Join(st.ImagesDir(), "img", ".build-5-1"), 0o755)
-	if n := highestPresent(filepath.Join(st.ImagesDir(), "img")); n != 5 {
-		t.Errorf("highest present generation %d, want 5", n)
+	os.MkdirAll(filepath.Join(st.ImagesDir(), "img", fmt.Sprintf(".build-5-%d", os.Getpid())), 0o755)
+	if n, err := st.NewGeneration("img", 0); n != 6 {
+		t.Errorf("next generation with 5 building: %d %v, want 6", n, err)
 	}
 }
 

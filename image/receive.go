@@ -122,7 +122,7 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 		}
 	}
 	if opt.Gen > 0 {
-		if err := st.ClaimGeneration(opt.Name, gen, highestPresent(filepath.Dir(work))); err != nil {
+		if err := st.ClaimGeneration(opt.Name, gen, 0); err != nil {
 			return 0, err
 		}
 		taken = gen
@@ -143,12 +143,11 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 // unnumberedBuild is the hidden directory of a generation whose number
 // is claimed only when it is complete.
 func unnumberedBuild(st *store.Store, name string) (string, error) {
-	dir := filepath.Join(st.ImagesDir(), name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(st.ImagesDir(), name), 0o755); err != nil {
 		return "", err
 	}
-	cleanStale(dir)
-	work := filepath.Join(dir, fmt.Sprintf(".build-0-%d", os.Getpid()))
+	cleanStale(st, name)
+	work := st.BuildDir(name, 0)
 	if err := os.Mkdir(work, 0o755); err != nil {
 		return "", fmt.Errorf("starting to receive %s: %w", name, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootd/bootd/store"
 )
 
 // Deleting a tree that has something mounted inside deletes the mounted
@@ -157,4 +159,47 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// CleanStale deletes the leftovers of processes that are gone (the
+// store's Problems marked Stale: unfinished builds, removals and
+// publishes) and returns them. Nothing is deleted through a mount: an
+// unfinished build's own mounts are undone first, and a removal with a
+// filesystem mounted inside is left in place and named in the error.
+func CleanStale(st *store.Store) ([]store.Problem, error) {
+	return cleanStale(st, "")
+}
+
+// cleanStale is CleanStale for one image, or every one ("").
+func cleanStale(st *store.Store, image string) ([]store.Problem, error) {
+	probs, err := st.Problems()
+	if err != nil {
+		return nil, err
+	}
+	var done []store.Problem
+	var errs []error
+	for _, p := range probs {
+		if !p.Stale || (image != "" && p.Image != image) {
+			continue
+		}
+		var err error
+		switch fi, lerr := os.Lstat(p.Path); {
+		case lerr != nil:
+			err = lerr
+		case !fi.IsDir():
+			// A leftover symlink names a generation: remove the link,
+			// never resolve it.
+			err = os.Remove(p.Path)
+		case p.Build:
+			err = removeBuild(p.Path)
+		default:
+			err = removeGeneration(p.Path)
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, p)
+	}
+	return done, errors.Join(errs...)
 }

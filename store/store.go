@@ -205,8 +205,8 @@ const (
 func (s *Store) highPath(name string) string { return filepath.Join(s.ImagesDir(), highDir, name) }
 
 // NewGeneration allocates a generation number for image name that was
-// never allocated before and is above floor (the caller's own view of
-// numbers in use, such as builds in progress). Concurrent callers get
+// never allocated before, is above every build in progress in the image's
+// directory, and is above floor (the caller's own view of numbers in use). Concurrent callers get
 // distinct numbers: the allocation holds an flock on the records'
 // directory.
 func (s *Store) NewGeneration(name string, floor int) (int, error) {
@@ -253,7 +253,7 @@ func (s *Store) allocate(name string, floor, want int) (gen int, err error) {
 		if gens, err := s.Generations(name); err == nil && len(gens) > 0 {
 			high = max(high, gens[len(gens)-1])
 		}
-		gen = max(high, floor) + 1
+		gen = max(high, floor, s.building(name)) + 1
 		if want > 0 {
 			if want < gen {
 				return 0, fmt.Errorf("generation %d of %q: this store handed out numbers up to %d: %w", want, name, gen-1, ErrUsed)
@@ -342,4 +342,205 @@ func writeSynced(dir, path, data string) error {
 		os.Remove(tmp)
 	}
 	return err
+}
+
+// Work directories are hidden entries of an image's directory that a
+// process owns while it runs: .build-GEN-PID, a generation being made (GEN
+// 0 while its number is not claimed yet), and .rm-GEN-PID, one being
+// deleted; and, beside the images, .rm-NAME-PID, a whole image being
+// deleted. Servers never look at them; the PID tells a dead owner's
+// leftovers from work in progress.
+var (
+	workRE      = regexp.MustCompile(`^\.(build|rm)-(\d+)-(\d+)$`)
+	removedRE   = regexp.MustCompile(`^\.rm-(.+)-(\d+)$`)
+	tempRE      = regexp.MustCompile(`^\..*\.(\d+)\.tmp$`)
+	workBuild   = "build"
+	workRemoval = "rm"
+)
+
+// BuildDir is the hidden directory in which this process makes
+// generation gen of an image (0: a generation whose number is claimed
+// when it is complete).
+func (s *Store) BuildDir(name string, gen int) string {
+	return filepath.Join(s.ImagesDir(), name, fmt.Sprintf(".%s-%d-%d", workBuild, gen, os.Getpid()))
+}
+
+// TrashDir is where this process moves a generation to delete it: out of
+// the servers' sight at once, deleted at leisure.
+func (s *Store) TrashDir(name string, gen int) string {
+	return filepath.Join(s.ImagesDir(), name, fmt.Sprintf(".%s-%d-%d", workRemoval, gen, os.Getpid()))
+}
+
+// RemovedDir is where this process moves a whole image to delete it.
+func (s *Store) RemovedDir(name string) string {
+	return filepath.Join(s.ImagesDir(), fmt.Sprintf(".%s-%s-%d", workRemoval, name, os.Getpid()))
+}
+
+// building is the highest generation number being built in the image's
+// directory, by any process.
+func (s *Store) building(name string) int {
+	ents, _ := os.ReadDir(filepath.Join(s.ImagesDir(), name))
+	high := 0
+	for _, e := range ents {
+		if m := workRE.FindStringSubmatch(e.Name()); m != nil && m[1] == workBuild {
+			g, _ := strconv.Atoi(m[2])
+			high = max(high, g)
+		}
+	}
+	return high
+}
+
+// alive reports whether a process with this PID exists (a PID reused by
+// another process counts: its work is left alone).
+func alive(pidText string) bool {
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return pid == os.Getpid() || unix.Kill(pid, 0) != unix.ESRCH
+}
+
+// CheckBoot says whether the generation in dir (an image's GEN, or a
+// generation being made) has what nodes boot: boot/vmlinuz and
+// boot/initrd.img, non-empty.
+func CheckBoot(dir string) error {
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		st, err := os.Stat(filepath.Join(dir, "boot", f))
+		if err == nil && (!st.Mode().IsRegular() || st.Size() == 0) {
+			err = errors.New("empty or not a file")
+		}
+		if err != nil {
+			return fmt.Errorf("no boot/%s (%v): nodes could not boot it", f, err)
+		}
+	}
+	return nil
+}
+
+// A Problem is an entry of the store that is not an image, a generation,
+// a current link, the record of numbers or work in progress, or a current
+// link new boots cannot follow: what a crash, a failed removal or a hand
+// left behind, which Images and Generations skip without a word.
+type Problem struct {
+	Image string // "" for an entry beside the images
+	Path  string
+	What  string // for the admin: what it is and what to do about it
+	// Stale is set for the leftovers of a process that is gone: an
+	// unfinished build, removal or publish. Nothing refers to them and
+	// they are safe to delete (`image gc`).
+	Stale bool
+	// Build is set for an unfinished build: mounts its bootstrap left
+	// inside (/proc, /dev) are bootd's own to undo.
+	Build bool
+}
+
+// Problems lists every Problem in the store, by path.
+func (s *Store) Problems() ([]Problem, error) {
+	ents, err := os.ReadDir(s.ImagesDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	var out []Problem
+	for _, e := range ents {
+		n, p := e.Name(), filepath.Join(s.ImagesDir(), e.Name())
+		switch m := removedRE.FindStringSubmatch(n); {
+		case n == highDir:
+			out = append(out, tempProblems(p)...)
+		case m != nil:
+			if !alive(m[2]) {
+				out = append(out, Problem{Path: p, Stale: true,
+					What: fmt.Sprintf("an unfinished removal of image %s (process %s is gone)", m[1], m[2])})
+			}
+		case ValidName(n) != nil:
+			out = append(out, Problem{Path: p, What: "not an image (names are lower-case letters, digits, '.', '_' and '-'): bootd ignores it"})
+		case !e.IsDir():
+			out = append(out, Problem{Path: p, What: "not a directory: bootd ignores it"})
+		default:
+			probs, err := s.imageProblems(n)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, probs...)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// tempProblems names the temporary files of dead processes in dir.
+func tempProblems(dir string) []Problem {
+	ents, _ := os.ReadDir(dir)
+	var out []Problem
+	for _, e := range ents {
+		if m := tempRE.FindStringSubmatch(e.Name()); m != nil && !alive(m[1]) {
+			out = append(out, Problem{Path: filepath.Join(dir, e.Name()), Stale: true,
+				What: fmt.Sprintf("a temporary file of process %s, which is gone", m[1])})
+		}
+	}
+	return out
+}
+
+func (s *Store) imageProblems(name string) ([]Problem, error) {
+	dir := filepath.Join(s.ImagesDir(), name)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing generations of %q: %w", name, err)
+	}
+	var out []Problem
+	add := func(entry string, stale bool, format string, args ...any) {
+		out = append(out, Problem{Image: name, Path: filepath.Join(dir, entry), Stale: stale, What: fmt.Sprintf(format, args...)})
+	}
+	gens := map[int]bool{}
+	for _, e := range ents {
+		n := e.Name()
+		if g, ok := parseGen(n); ok && e.IsDir() {
+			if s.Has(name, g) == nil {
+				gens[g] = true
+			} else {
+				add(n, false, "not a generation: it has no root/ directory; bootd ignores it")
+			}
+			continue
+		}
+		if n == "current" || n == legacyHigh {
+			continue
+		}
+		if m := workRE.FindStringSubmatch(n); m != nil {
+			if alive(m[3]) {
+				continue // in progress
+			}
+			if m[1] == workBuild {
+				add(n, true, "an unfinished build of generation %s (process %s is gone)", m[2], m[3])
+				out[len(out)-1].Build = true
+			} else {
+				add(n, true, "an unfinished removal of generation %s (process %s is gone)", m[2], m[3])
+			}
+			continue
+		}
+		if m := tempRE.FindStringSubmatch(n); m != nil {
+			if !alive(m[1]) {
+				add(n, true, "a temporary file of process %s, which is gone", m[1])
+			}
+			continue
+		}
+		add(n, false, "not part of the store: bootd ignores it")
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "current")); err == nil {
+		cur, err := s.Current(name)
+		switch {
+		case fi.Mode()&fs.ModeSymlink == 0:
+			add("current", false, "not a symlink: new boots of %s fail; make one with bootd image publish %s GEN", name, name)
+		case err != nil || !gens[cur]:
+			link, _ := os.Readlink(filepath.Join(dir, "current"))
+			add("current", false, "points at %q, which is not a generation: new boots of %s fail; bootd image publish %s GEN", link, name, name)
+		default:
+			if err := CheckBoot(s.GenDir(name, cur)); err != nil {
+				add(strconv.Itoa(cur), false, "the current generation has %v; make them with bootd initrd build --image %s --generation %d", err, name, cur)
+			}
+		}
+	} else if len(ents) == 0 {
+		out = append(out, Problem{Image: name, Path: dir, What: fmt.Sprintf("holds no generation: bootd image rm %s removes it", name)})
+	}
+	return out, nil
 }

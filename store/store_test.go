@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -192,3 +194,88 @@ func TestGenerationRecord(t *testing.T) {
 		t.Errorf("a record of fresh is left: %v", err)
 	}
 }
+
+// deadPID is a process ID that no process has: a child that has exited
+// and been waited for.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	p, err := os.StartProcess("/bin/true", []string{"true"}, &os.ProcAttr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Wait()
+	return p.Pid
+}
+
+// TestProblems: what Images and Generations skip without a word is named,
+// and only the work of dead processes is marked safe to delete.
+func TestProblems(t *testing.T) {
+	s := New(t.TempDir())
+	img := filepath.Join(s.ImagesDir(), "img")
+	os.MkdirAll(s.RootDir("img", 1), 0o755)
+	os.MkdirAll(s.BootDir("img", 1), 0o755)
+	os.WriteFile(filepath.Join(s.BootDir("img", 1), "vmlinuz"), []byte("k"), 0o644)
+	os.WriteFile(filepath.Join(s.BootDir("img", 1), "initrd.img"), []byte("i"), 0o644)
+	os.Symlink("3", filepath.Join(img, "current")) // generation 3 was removed by hand
+	dead, live := deadPID(t), os.Getpid()
+	want := map[string]bool{ // path below images/ -> stale
+		"img/current":                         false,
+		"img/2":                               false, // no root/
+		"img/07":                              false,
+		"img/notes.txt":                       false,
+		"img/.build-4-" + itoa(dead):          true,
+		"img/.rm-1-" + itoa(dead):             true,
+		"img/.current." + itoa(dead) + ".tmp": true,
+		"Upper":                               false,
+		".rm-gone-" + itoa(dead):              true,
+		"empty":                               false,
+		"nocur/1":                             false, // current, without boot files
+	}
+	os.MkdirAll(filepath.Join(img, "2"), 0o755)
+	os.MkdirAll(filepath.Join(img, "07", "root"), 0o755)
+	os.WriteFile(filepath.Join(img, "notes.txt"), nil, 0o644)
+	os.MkdirAll(filepath.Join(img, ".build-4-"+itoa(dead), "root"), 0o755)
+	os.MkdirAll(filepath.Join(img, ".rm-1-"+itoa(dead)), 0o755)
+	os.Symlink("1", filepath.Join(img, ".current."+itoa(dead)+".tmp"))
+	os.MkdirAll(filepath.Join(img, ".build-5-"+itoa(live)), 0o755) // a build in progress: fine
+	os.MkdirAll(filepath.Join(s.ImagesDir(), "Upper"), 0o755)
+	os.MkdirAll(filepath.Join(s.ImagesDir(), ".rm-gone-"+itoa(dead)), 0o755)
+	os.MkdirAll(filepath.Join(s.ImagesDir(), "empty"), 0o755)
+	os.MkdirAll(s.RootDir("nocur", 1), 0o755)
+	os.Symlink("1", filepath.Join(s.ImagesDir(), "nocur", "current"))
+	s.NewGeneration("ok", 0) // the record of numbers is the store's own
+	os.MkdirAll(s.RootDir("ok", 1), 0o755)
+
+	probs, err := s.Problems()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, p := range probs {
+		rel, _ := filepath.Rel(s.ImagesDir(), p.Path)
+		if p.What == "" {
+			t.Errorf("%s: no description", rel)
+		}
+		if _, dup := got[rel]; dup {
+			t.Errorf("%s named twice", rel)
+		}
+		got[rel] = p.Stale
+		if strings.HasPrefix(rel, "img/") && p.Image != "img" {
+			t.Errorf("%s: image %q", rel, p.Image)
+		}
+	}
+	for rel, stale := range want {
+		if g, ok := got[rel]; !ok {
+			t.Errorf("%s not named", rel)
+		} else if g != stale {
+			t.Errorf("%s: stale %v, want %v", rel, g, stale)
+		}
+	}
+	for rel := range got {
+		if _, ok := want[rel]; !ok {
+			t.Errorf("%s named, and is no problem", rel)
+		}
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
