@@ -173,3 +173,86 @@ func TestCleanStaleRefusesMounts(t *testing.T) {
 		t.Error("the mounted filesystem's file is gone")
 	}
 }
+
+// TestRemoveImage: a whole image goes only when no node runs any of its
+// generations (or forced), never through a mount or with a build in
+// progress, and a rebuilt image continues its numbering.
+func TestRemoveImage(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "state")
+	os.Symlink(real, link) // a symlinked state_dir must not hide a mount
+	st := store.New(link)
+	for g := 1; g <= 3; g++ {
+		if err := bootable(context.Background(), st.GenDir("img", g)); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(st.RootDir("img", g), "home"), 0o755)
+	}
+	st.NewGeneration("img", 0) // the record says 4: a number handed out whose build failed
+	if err := st.Publish("img", 3); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(st.RootDir("other", 1), 0o755)
+	outside := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(outside, []byte("keep"), 0o644)
+	os.Symlink(outside, filepath.Join(st.RootDir("img", 2), "etc-link"))
+	running := map[int][]string{1: {"node07"}}
+	inUse := func(name string, gen int) []string {
+		if name != "img" {
+			t.Errorf("asked about %s", name)
+		}
+		return running[gen]
+	}
+	present := func() bool { _, err := os.Lstat(filepath.Join(real, "images", "img")); return err == nil }
+
+	if _, err := RemoveImage(st, "img", false, inUse); err == nil || !strings.Contains(err.Error(), "node07") {
+		t.Errorf("removing an image a node runs: %v, want a refusal naming node07", err)
+	}
+	if gens, _ := st.Generations("img"); len(gens) != 3 {
+		t.Errorf("a refused removal left generations %v", gens)
+	}
+	build := st.BuildDir("img", 5)
+	os.MkdirAll(build, 0o755)
+	if _, err := RemoveImage(st, "img", true, inUse); err == nil || !strings.Contains(err.Error(), "in progress") {
+		t.Errorf("removing an image being built: %v, want a refusal", err)
+	}
+	os.Remove(build)
+	if os.Geteuid() == 0 {
+		mp := filepath.Join(real, "images/img/1/root/home")
+		if err := syscall.Mount("tmpfs", mp, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(mp, "user-file"), []byte("keep me"), 0o644)
+		_, err := RemoveImage(st, "img", true, inUse)
+		if err == nil || !strings.Contains(err.Error(), "mounted inside") {
+			t.Errorf("removing an image with a mount inside: %v, want a refusal", err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(mp, "user-file")); string(b) != "keep me" || !present() {
+			t.Error("a refused removal deleted something")
+		}
+		syscall.Unmount(mp, syscall.MNT_DETACH)
+	}
+	removed, err := RemoveImage(st, "img", true, inUse)
+	if err != nil || len(removed) != 3 {
+		t.Fatalf("forced removal: %v %v", removed, err)
+	}
+	if present() {
+		t.Errorf("images/img is still there: %v", entries(t, filepath.Join(real, "images", "img")))
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "keep" {
+		t.Error("a symlink in the image was followed")
+	}
+	if names, _ := st.Images(); len(names) != 1 || names[0] != "other" {
+		t.Errorf("images after removing img: %v", names)
+	}
+	if probs, _ := st.Problems(); len(probs) != 0 {
+		t.Errorf("the removal left problems: %+v", probs)
+	}
+	if _, err := RemoveImage(st, "img", false, inUse); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("removing it again: %v, want ErrNotFound", err)
+	}
+	// Nodes may hold NFS handles of img/1..3: the next img is 5.
+	if g, err := st.NewGeneration("img", 0); err != nil || g != 5 {
+		t.Errorf("first generation of the rebuilt image: %d %v, want 5", g, err)
+	}
+}

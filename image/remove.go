@@ -203,3 +203,52 @@ func cleanStale(st *store.Store, image string) ([]store.Problem, error) {
 	}
 	return done, errors.Join(errs...)
 }
+
+// RemoveImage deletes a whole image: every generation, current, and its
+// directory. It refuses while nodes run any of its generations (inUse,
+// as for one generation) unless force, while a build or removal of it is
+// in progress, and while a filesystem is mounted anywhere inside; it
+// never follows a symlink. The store keeps the highest number the image
+// had, so an image built again under the name starts above it. It
+// returns the generations removed.
+func RemoveImage(st *store.Store, name string, force bool, inUse func(name string, gen int) []string) ([]int, error) {
+	gens, err := st.Generations(name)
+	if err != nil {
+		return nil, err
+	}
+	images, err := filepath.EvalSymlinks(st.ImagesDir())
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", st.ImagesDir(), err)
+	}
+	real := filepath.Join(images, name)
+	if fi, err := os.Lstat(real); err != nil {
+		return nil, fmt.Errorf("removing image %q: %w", name, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("image %q: %s is not a directory (a symlink?): bootd deletes nothing through it; remove it by hand", name, real)
+	}
+	if !force {
+		var running []string
+		for _, g := range gens {
+			if nodes := inUse(name, g); len(nodes) > 0 {
+				running = append(running, fmt.Sprintf("generation %d: %s", g, strings.Join(nodes, ", ")))
+			}
+		}
+		if len(running) > 0 {
+			return nil, fmt.Errorf("image %q: nodes run it (%s); boot them into another image first, or --force", name, strings.Join(running, "; "))
+		}
+	}
+	if work := st.Working(name); len(work) > 0 {
+		return nil, fmt.Errorf("image %q: work in progress (%s); wait for it to end; nothing was deleted", name, strings.Join(work, ", "))
+	}
+	if mps := mountsBelow(real); len(mps) > 0 {
+		return nil, fmt.Errorf("image %q has filesystems mounted inside (%s): unmount them first; nothing was deleted", name, strings.Join(mps, ", "))
+	}
+	trash, err := st.Retire(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeGeneration(trash); err != nil {
+		return gens, fmt.Errorf("image %q is gone for the servers, but deleting its files: %w (bootd image gc retries)", name, err)
+	}
+	return gens, nil
+}

@@ -247,6 +247,41 @@ func (s *Store) ReturnGeneration(name string, gen int) error {
 	})
 }
 
+// Retire moves an image's directory out of the servers' sight, to
+// RemovedDir, for the caller to delete, after recording the highest
+// generation number it ever had (present, being built, or handed out), so
+// that an image built again under the name continues the numbering: nodes
+// may still hold NFS handles naming the old generations.
+func (s *Store) Retire(name string) (string, error) {
+	err := s.locked(name, func(high int) (int, error) {
+		if gens, err := s.Generations(name); err == nil && len(gens) > 0 {
+			high = max(high, gens[len(gens)-1])
+		}
+		return max(high, s.building(name)), nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("removing image %q: recording its generation numbers: %w", name, err)
+	}
+	trash := s.RemovedDir(name)
+	if err := os.Rename(filepath.Join(s.ImagesDir(), name), trash); err != nil {
+		return "", fmt.Errorf("removing image %q: %w", name, err)
+	}
+	return trash, nil
+}
+
+// Working lists the work in progress in an image's directory: builds
+// and removals whose process is alive.
+func (s *Store) Working(name string) []string {
+	ents, _ := os.ReadDir(filepath.Join(s.ImagesDir(), name))
+	var out []string
+	for _, e := range ents {
+		if m := workRE.FindStringSubmatch(e.Name()); m != nil && alive(m[3]) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
 // allocate hands out want, or the next number when want is 0.
 func (s *Store) allocate(name string, floor, want int) (gen int, err error) {
 	err = s.locked(name, func(high int) (int, error) {
@@ -288,7 +323,7 @@ func (s *Store) locked(name string, update func(high int) (int, error)) error {
 	}
 	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
 	legacy := filepath.Join(s.ImagesDir(), name, legacyHigh)
-	high := 0
+	high, recorded, hasLegacy := 0, 0, false
 	for _, p := range []string{s.highPath(name), legacy} {
 		b, err := os.ReadFile(p)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -301,13 +336,18 @@ func (s *Store) locked(name string, update func(high int) (int, error)) error {
 		if !ok {
 			return fmt.Errorf("%s holds %q, want a number: fix or remove it by hand", p, b)
 		}
+		if p == legacy {
+			hasLegacy = true
+		} else {
+			recorded = g
+		}
 		high = max(high, g)
 	}
 	next, err := update(high)
 	if err != nil {
 		return err
 	}
-	if next == high {
+	if next == recorded && !hasLegacy {
 		return nil
 	}
 	if next <= 0 {

@@ -279,3 +279,30 @@ func TestProblems(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// Retire records the highest number an image had, from an older store's
+// record too, before its directory goes.
+func TestRetire(t *testing.T) {
+	s := New(t.TempDir())
+	os.MkdirAll(s.RootDir("old", 3), 0o755)
+	os.WriteFile(filepath.Join(s.ImagesDir(), "old", ".highest-generation"), []byte("9\n"), 0o644)
+	os.MkdirAll(s.RootDir("new", 4), 0o755) // generations from before any record
+	for name, want := range map[string]int{"old": 10, "new": 5} {
+		trash, err := s.Retire(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(s.ImagesDir(), name)); !os.IsNotExist(err) {
+			t.Errorf("%s: the image's directory is still there: %v", name, err)
+		}
+		if fi, err := os.Stat(trash); err != nil || !fi.IsDir() || filepath.Dir(trash) != s.ImagesDir() {
+			t.Errorf("%s: moved to %s: %v", name, trash, err)
+		}
+		if g, err := s.NewGeneration(name, 0); err != nil || g != want {
+			t.Errorf("%s built again: generation %d %v, want %d", name, g, err, want)
+		}
+	}
+	if _, err := s.Retire("nope"); err == nil {
+		t.Error("retired an image that does not exist")
+	}
+}
