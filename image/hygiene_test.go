@@ -256,3 +256,22 @@ func TestRemoveImage(t *testing.T) {
 		t.Errorf("first generation of the rebuilt image: %d %v, want 5", g, err)
 	}
 }
+
+// TestRollbackNeedsBootFiles: rollback moves current as publish does,
+// with the same refusal of a generation nodes could not boot.
+func TestRollbackNeedsBootFiles(t *testing.T) {
+	st := store.New(t.TempDir())
+	os.MkdirAll(st.RootDir("img", 1), 0o755) // made before its initrd
+	if err := bootable(context.Background(), st.GenDir("img", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Publish("img", 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rollback(st, "img"); err == nil || !strings.Contains(err.Error(), "bootd initrd build --image img --generation 1") {
+		t.Errorf("rolling back to a generation without boot files: %v", err)
+	}
+	if cur, _ := st.Current("img"); cur != 2 {
+		t.Errorf("current moved to %d", cur)
+	}
+}

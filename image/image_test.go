@@ -143,9 +143,13 @@ func TestPrepareDoesNotFollowSymlinksOut(t *testing.T) {
 func TestGenerationsPublishRollbackRemove(t *testing.T) {
 	st := store.New(t.TempDir())
 	for _, g := range []int{1, 2, 3} {
-		os.MkdirAll(st.RootDir("img", g), 0o755)
+		if err := bootable(context.Background(), st.GenDir("img", g)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	st.Publish("img", 3)
+	if err := st.Publish("img", 3); err != nil {
+		t.Fatal(err)
+	}
 	if g, err := Rollback(st, "img"); err != nil || g != 2 {
 		t.Fatalf("rollback: %d %v", g, err)
 	}
@@ -192,6 +196,9 @@ func TestRemoveRefusesMounts(t *testing.T) {
 	st := store.New(link)
 	for g := 1; g <= 2; g++ {
 		os.MkdirAll(filepath.Join(st.RootDir("img", g), "home"), 0o755)
+		if err := bootable(context.Background(), st.GenDir("img", g)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := st.Publish("img", 2); err != nil {
 		t.Fatal(err)

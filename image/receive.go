@@ -101,10 +101,8 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 			return 0, fmt.Errorf("generating the initrd: %w", err)
 		}
 	}
-	for _, f := range []string{"vmlinuz", "initrd.img"} {
-		if _, err := os.Stat(filepath.Join(work, "boot", f)); err != nil {
-			return 0, fmt.Errorf("the received generation has no boot/%s: nodes could not boot it", f)
-		}
+	if err := store.CheckBoot(work); err != nil {
+		return 0, fmt.Errorf("the received generation has %w", err)
 	}
 	if _, err := os.Lstat(filepath.Join(work, "image.json")); errors.Is(err, os.ErrNotExist) {
 		meta.Name, meta.Generation = opt.Name, gen

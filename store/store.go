@@ -165,10 +165,15 @@ func (s *Store) Has(name string, gen int) error {
 
 // Publish makes gen the current generation of the image. The link is
 // written beside the old one and renamed over it, so readers never see it
-// missing.
+// missing. Every path that moves current comes here (publish, rollback,
+// a build, update, pull or import that publishes), so this is where a
+// generation nodes could not boot is refused.
 func (s *Store) Publish(name string, gen int) error {
 	if err := s.Has(name, gen); err != nil {
 		return err
+	}
+	if err := CheckBoot(s.GenDir(name, gen)); err != nil {
+		return fmt.Errorf("image %q generation %d has %w; make them with `bootd initrd build --image %s --generation %d`, then publish", name, gen, err, name, gen)
 	}
 	dir := filepath.Join(s.ImagesDir(), name)
 	tmp := filepath.Join(dir, fmt.Sprintf(".current.%d.tmp", os.Getpid()))
@@ -446,11 +451,13 @@ func alive(pidText string) bool {
 func CheckBoot(dir string) error {
 	for _, f := range []string{"vmlinuz", "initrd.img"} {
 		st, err := os.Stat(filepath.Join(dir, "boot", f))
-		if err == nil && (!st.Mode().IsRegular() || st.Size() == 0) {
-			err = errors.New("empty or not a file")
-		}
-		if err != nil {
-			return fmt.Errorf("no boot/%s (%v): nodes could not boot it", f, err)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("no boot/%s: nodes could not boot it", f)
+		case err != nil:
+			return fmt.Errorf("no usable boot/%s (%v): nodes could not boot it", f, err)
+		case !st.Mode().IsRegular() || st.Size() == 0:
+			return fmt.Errorf("an empty boot/%s: nodes could not boot it", f)
 		}
 	}
 	return nil

@@ -18,6 +18,7 @@ func TestGenerationsAndPublish(t *testing.T) {
 		if err := os.MkdirAll(s.RootDir("demo", g), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		withBoot(t, s, "demo", g)
 	}
 	os.MkdirAll(filepath.Join(s.ImagesDir(), "demo", "3"), 0o755)     // no root: not a generation
 	os.MkdirAll(filepath.Join(s.ImagesDir(), "demo", "07"), 0o755)    // not canonical
@@ -304,5 +305,41 @@ func TestRetire(t *testing.T) {
 	}
 	if _, err := s.Retire("nope"); err == nil {
 		t.Error("retired an image that does not exist")
+	}
+}
+
+// withBoot gives a generation the boot files nodes need.
+func withBoot(t *testing.T, s *Store, name string, gen int) {
+	t.Helper()
+	os.MkdirAll(s.BootDir(name, gen), 0o755)
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		if err := os.WriteFile(filepath.Join(s.BootDir(name, gen), f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Publishing a generation nodes could not boot is refused, saying what
+// is missing and how to make it.
+func TestPublishNeedsBootFiles(t *testing.T) {
+	s := New(t.TempDir())
+	os.MkdirAll(s.RootDir("img", 1), 0o755)
+	withBoot(t, s, "img", 1)
+	if err := s.Publish("img", 1); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(s.RootDir("img", 2), 0o755)
+	err := s.Publish("img", 2)
+	if err == nil || !strings.Contains(err.Error(), "has no boot/vmlinuz: nodes could not boot it") || !strings.Contains(err.Error(), "bootd initrd build --image img --generation 2") {
+		t.Errorf("publishing a generation without boot files: %v", err)
+	}
+	os.MkdirAll(s.BootDir("img", 2), 0o755)
+	os.WriteFile(filepath.Join(s.BootDir("img", 2), "vmlinuz"), []byte("k"), 0o644)
+	os.WriteFile(filepath.Join(s.BootDir("img", 2), "initrd.img"), nil, 0o644)
+	if err := s.Publish("img", 2); err == nil || !strings.Contains(err.Error(), "an empty boot/initrd.img") {
+		t.Errorf("publishing a generation with an empty initrd: %v", err)
+	}
+	if g, _ := s.Current("img"); g != 1 {
+		t.Errorf("a refused publish moved current to %d", g)
 	}
 }
