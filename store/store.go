@@ -5,10 +5,15 @@
 //	STATE/images/NAME/GEN/boot/vmlinuz     its kernel
 //	STATE/images/NAME/GEN/boot/initrd.img  the initrd bootd generated for it
 //	STATE/images/NAME/current -> GEN       the generation new boots get
+//	STATE/images/.highest-generation/NAME  the highest GEN ever handed out
+//	STATE/images/NAME/.build-GEN-PID/      a generation being made
+//	STATE/images/NAME/.rm-GEN-PID/         a generation being deleted
+//	STATE/images/.rm-NAME-PID/             a whole image being deleted
 //
 // GEN is a positive integer, never used twice for one image, even after
-// the whole image was removed (STATE/images/.highest-generation/NAME keeps
-// the highest ever handed out). A published generation is never modified: nodes
+// the whole image was removed. Hidden work directories belong to a running
+// process; a dead one's are leftovers that Problems names and marks Stale.
+// current only ever names a generation with its boot files. A published generation is never modified: nodes
 // that booted it keep reading it while newer ones are built and published.
 // current is a relative symlink replaced atomically by rename, so a reader
 // sees the old or the new generation and never a missing link. Nothing here
