@@ -91,12 +91,27 @@ func TestParamsImage(t *testing.T) {
 	}
 }
 
+// generation makes a generation the store will publish: a root tree and
+// the boot files.
+func generation(t *testing.T, st *store.Store, name string, gen int) {
+	t.Helper()
+	os.MkdirAll(st.RootDir(name, gen), 0o755)
+	os.MkdirAll(st.BootDir(name, gen), 0o755)
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		if err := os.WriteFile(filepath.Join(st.BootDir(name, gen), f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestPlanPinsCurrentGeneration(t *testing.T) {
 	st := store.New(t.TempDir())
 	for _, g := range []int{1, 2} {
-		os.MkdirAll(st.RootDir("img", g), 0o755)
+		generation(t, st, "img", g)
 	}
-	st.Publish("img", 1)
+	if err := st.Publish("img", 1); err != nil {
+		t.Fatal(err)
+	}
 	table, _ := nodes.NewTable([]nodes.Node{{MAC: "52:54:00:00:00:01", Hostname: "n1", Image: "img", Append: "x=1"}})
 	o := Options{Nodes: table, Defaults: nodes.Defaults{Console: "ttyS1,57600n8", Append: "quiet"}, Store: st,
 		NFS: netip.MustParseAddrPort("10.0.0.1:2049")}
@@ -123,7 +138,9 @@ func TestPlanPinsCurrentGeneration(t *testing.T) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}
 	}
-	st.Publish("img", 2)
+	if err := st.Publish("img", 2); err != nil {
+		t.Fatal(err)
+	}
 	if s, _ := p.Plan(mac); s.Generation != 2 || !strings.Contains(s.Cmdline(), ":/img/2") {
 		t.Errorf("after publishing 2: %+v", s)
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,10 +16,11 @@ func testPlanner(t *testing.T, mode IPXEMode) (*Planner, *store.Store) {
 	t.Helper()
 	st := store.New(t.TempDir())
 	for _, g := range []int{1, 2} {
-		os.MkdirAll(st.RootDir("img", g), 0o755)
-		os.MkdirAll(st.BootDir("img", g), 0o755)
+		generation(t, st, "img", g)
 	}
-	st.Publish("img", 2)
+	if err := st.Publish("img", 2); err != nil {
+		t.Fatal(err)
+	}
 	table, _ := nodes.NewTable([]nodes.Node{{MAC: "52:54:00:00:00:01", Hostname: "n1", Image: "img"}})
 	return NewPlanner(Options{Nodes: table, Store: st, Defaults: nodes.Defaults{Console: "ttyS0,115200n8"},
 		Loaders: map[string]string{"pxelinux.0": "/usr/lib/PXELINUX/pxelinux.0", "snponly.efi": "/usr/lib/ipxe/snponly.efi"},

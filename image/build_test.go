@@ -139,8 +139,12 @@ func TestInterruptedBuildLeavesNothing(t *testing.T) {
 	needBuildTools(t)
 	state := t.TempDir()
 	st := store.New(state)
-	os.MkdirAll(st.RootDir("img", 1), 0o755)
-	st.Publish("img", 1)
+	if err := bootable(context.Background(), st.GenDir("img", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Publish("img", 1); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	progress := &syncWriter{}
 	go func() {

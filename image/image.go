@@ -19,9 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -158,44 +156,6 @@ func tool() string {
 	return ""
 }
 
-// buildDirRE names a build in progress: not a generation (store ignores
-// it), and it carries the builder's PID so a later build can tell a dead
-// one from a running one.
-var buildDirRE = regexp.MustCompile(`^\.build-(\d+)-(\d+)$`)
-
-// cleanStale removes builds left by processes that are gone.
-func cleanStale(dir string) {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		m := buildDirRE.FindStringSubmatch(e.Name())
-		if m == nil {
-			continue
-		}
-		pid, _ := strconv.Atoi(m[2])
-		if pid != os.Getpid() && syscall.Kill(pid, 0) != nil {
-			removeBuild(filepath.Join(dir, e.Name()))
-		}
-	}
-}
-
-// highestPresent is the highest generation number in dir, built or
-// building (the store adds the highest ever handed out).
-func highestPresent(dir string) int {
-	ents, _ := os.ReadDir(dir)
-	high := 0
-	for _, e := range ents {
-		if g, err := strconv.Atoi(e.Name()); err == nil && g > high {
-			high = g
-		}
-		if m := buildDirRE.FindStringSubmatch(e.Name()); m != nil {
-			if g, _ := strconv.Atoi(m[1]); g > high {
-				high = g
-			}
-		}
-	}
-	return high
-}
-
 // Build bootstraps, prepares and (optionally) publishes a new generation.
 func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err error) {
 	if opt.Hooks, err = resolveHooks(opt.Hooks); err != nil {
@@ -219,7 +179,8 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 	if err != nil {
 		return 0, err
 	}
-	defer abandonUnlessDone(work, &err)
+	taken := gen // gen is 0 by the time a failing return runs the defer
+	defer abandonUnlessDone(st, opt.Name, &taken, work, &err)
 	start := time.Now()
 	root := filepath.Join(work, "root")
 	include := append(append(append([]string(nil), Packages...), opt.Settings.Include...), opt.Include...)
@@ -275,28 +236,41 @@ func Build(ctx context.Context, st *store.Store, opt BuildOptions) (gen int, err
 // newBuild takes an image's next generation number (never one used
 // before) and makes the hidden directory it is built in.
 func newBuild(st *store.Store, name string) (gen int, work string, err error) {
-	dir := filepath.Join(st.ImagesDir(), name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(st.ImagesDir(), name), 0o755); err != nil {
 		return 0, "", err
 	}
-	cleanStale(dir)
-	if gen, err = st.NewGeneration(name, highestPresent(dir)); err != nil {
+	cleanStale(st, name)
+	if gen, err = st.NewGeneration(name, 0); err != nil {
 		return 0, "", err
 	}
-	work = filepath.Join(dir, fmt.Sprintf(".build-%d-%d", gen, os.Getpid()))
+	work = st.BuildDir(name, gen)
 	if err := os.Mkdir(work, 0o755); err != nil {
 		return 0, "", fmt.Errorf("starting generation %d: %w", gen, err)
 	}
 	return gen, work, nil
 }
 
-// abandonUnlessDone removes a build directory if *err is set: a build
-// that does not finish leaves nothing behind.
-func abandonUnlessDone(work string, err *error) {
-	if *err != nil {
-		if rerr := removeBuild(work); rerr != nil {
-			*err = fmt.Errorf("%w; and cleaning up: %v", *err, rerr)
-		}
+// abandonUnlessDone undoes a build if *err is set: a build that does not
+// finish leaves nothing behind. Its directory is removed; if it was the
+// image's first, the image's directory goes too and the number it was
+// given (taken; 0 if none yet) is given back, so the image never existed.
+// A later build's number stays used: its progress lines named it, and
+// the admin's scrollback must not name two different trees.
+func abandonUnlessDone(st *store.Store, name string, taken *int, work string, err *error) {
+	if *err == nil {
+		return
+	}
+	if rerr := removeBuild(work); rerr != nil {
+		*err = fmt.Errorf("%w; and cleaning up: %v", *err, rerr)
+		return
+	}
+	// rmdir: only an empty directory goes, so a generation, a current
+	// link or another build in progress keeps it.
+	if os.Remove(filepath.Dir(work)) != nil || *taken == 0 {
+		return
+	}
+	if rerr := st.ReturnGeneration(name, *taken); rerr != nil {
+		*err = fmt.Errorf("%w; and giving back generation number %d: %v", *err, *taken, rerr)
 	}
 }
 
@@ -545,7 +519,7 @@ func Remove(st *store.Store, name string, gen int) error {
 	}
 	// Rename first so the generation disappears at once for the servers,
 	// then delete at leisure.
-	trash := filepath.Join(filepath.Dir(real), fmt.Sprintf(".rm-%d-%d", gen, os.Getpid()))
+	trash := filepath.Join(filepath.Dir(real), filepath.Base(st.TrashDir(name, gen)))
 	if err := os.Rename(real, trash); err != nil {
 		return err
 	}

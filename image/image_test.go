@@ -143,9 +143,13 @@ func TestPrepareDoesNotFollowSymlinksOut(t *testing.T) {
 func TestGenerationsPublishRollbackRemove(t *testing.T) {
 	st := store.New(t.TempDir())
 	for _, g := range []int{1, 2, 3} {
-		os.MkdirAll(st.RootDir("img", g), 0o755)
+		if err := bootable(context.Background(), st.GenDir("img", g)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	st.Publish("img", 3)
+	if err := st.Publish("img", 3); err != nil {
+		t.Fatal(err)
+	}
 	if g, err := Rollback(st, "img"); err != nil || g != 2 {
 		t.Fatalf("rollback: %d %v", g, err)
 	}
@@ -170,9 +174,9 @@ func TestGenerationsPublishRollbackRemove(t *testing.T) {
 		t.Errorf("list %+v", infos)
 	}
 	// The next build number goes past what exists and what is building.
-	os.MkdirAll(filepath.Join(st.ImagesDir(), "img", ".build-5-1"), 0o755)
-	if n := highestPresent(filepath.Join(st.ImagesDir(), "img")); n != 5 {
-		t.Errorf("highest present generation %d, want 5", n)
+	os.MkdirAll(filepath.Join(st.ImagesDir(), "img", fmt.Sprintf(".build-5-%d", os.Getpid())), 0o755)
+	if n, err := st.NewGeneration("img", 0); n != 6 {
+		t.Errorf("next generation with 5 building: %d %v, want 6", n, err)
 	}
 }
 
@@ -192,6 +196,9 @@ func TestRemoveRefusesMounts(t *testing.T) {
 	st := store.New(link)
 	for g := 1; g <= 2; g++ {
 		os.MkdirAll(filepath.Join(st.RootDir("img", g), "home"), 0o755)
+		if err := bootable(context.Background(), st.GenDir("img", g)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := st.Publish("img", 2); err != nil {
 		t.Fatal(err)

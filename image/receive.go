@@ -57,6 +57,7 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(progress, "bootd image: "+format+"\n", args...) }
 	var work string
+	taken := 0 // the number this receive was handed, to give back if it fails
 	if opt.Gen > 0 {
 		// The number is claimed when the generation is complete: a pull
 		// that fails (a network error) may be tried again.
@@ -64,11 +65,12 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 		work, err = unnumberedBuild(st, opt.Name)
 	} else {
 		gen, work, err = newBuild(st, opt.Name)
+		taken = gen
 	}
 	if err != nil {
 		return 0, err
 	}
-	defer abandonUnlessDone(work, &err)
+	defer abandonUnlessDone(st, opt.Name, &taken, work, &err)
 	start := time.Now()
 	if err := opt.Fill(ctx, work); err != nil {
 		return 0, err
@@ -99,10 +101,8 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 			return 0, fmt.Errorf("generating the initrd: %w", err)
 		}
 	}
-	for _, f := range []string{"vmlinuz", "initrd.img"} {
-		if _, err := os.Stat(filepath.Join(work, "boot", f)); err != nil {
-			return 0, fmt.Errorf("the received generation has no boot/%s: nodes could not boot it", f)
-		}
+	if err := store.CheckBoot(work); err != nil {
+		return 0, fmt.Errorf("the received generation has %w", err)
 	}
 	if _, err := os.Lstat(filepath.Join(work, "image.json")); errors.Is(err, os.ErrNotExist) {
 		meta.Name, meta.Generation = opt.Name, gen
@@ -120,9 +120,10 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 		}
 	}
 	if opt.Gen > 0 {
-		if err := st.ClaimGeneration(opt.Name, gen, highestPresent(filepath.Dir(work))); err != nil {
+		if err := st.ClaimGeneration(opt.Name, gen, 0); err != nil {
 			return 0, err
 		}
+		taken = gen
 	}
 	if err := os.Rename(work, st.GenDir(opt.Name, gen)); err != nil {
 		return 0, fmt.Errorf("finishing generation %d: %w", gen, err)
@@ -140,12 +141,11 @@ func Receive(ctx context.Context, st *store.Store, opt ReceiveOptions) (gen int,
 // unnumberedBuild is the hidden directory of a generation whose number
 // is claimed only when it is complete.
 func unnumberedBuild(st *store.Store, name string) (string, error) {
-	dir := filepath.Join(st.ImagesDir(), name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(st.ImagesDir(), name), 0o755); err != nil {
 		return "", err
 	}
-	cleanStale(dir)
-	work := filepath.Join(dir, fmt.Sprintf(".build-0-%d", os.Getpid()))
+	cleanStale(st, name)
+	work := st.BuildDir(name, 0)
 	if err := os.Mkdir(work, 0o755); err != nil {
 		return "", fmt.Errorf("starting to receive %s: %w", name, err)
 	}

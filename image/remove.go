@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bootd/bootd/store"
 )
 
 // Deleting a tree that has something mounted inside deletes the mounted
@@ -157,4 +159,96 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// CleanStale deletes the leftovers of processes that are gone (the
+// store's Problems marked Stale: unfinished builds, removals and
+// publishes) and returns them. Nothing is deleted through a mount: an
+// unfinished build's own mounts are undone first, and a removal with a
+// filesystem mounted inside is left in place and named in the error.
+func CleanStale(st *store.Store) ([]store.Problem, error) {
+	return cleanStale(st, "")
+}
+
+// cleanStale is CleanStale for one image, or every one ("").
+func cleanStale(st *store.Store, image string) ([]store.Problem, error) {
+	probs, err := st.Problems()
+	if err != nil {
+		return nil, err
+	}
+	var done []store.Problem
+	var errs []error
+	for _, p := range probs {
+		if !p.Stale || (image != "" && p.Image != image) {
+			continue
+		}
+		var err error
+		switch fi, lerr := os.Lstat(p.Path); {
+		case lerr != nil:
+			err = lerr
+		case !fi.IsDir():
+			// A leftover symlink names a generation: remove the link,
+			// never resolve it.
+			err = os.Remove(p.Path)
+		case p.Build:
+			err = removeBuild(p.Path)
+		default:
+			err = removeGeneration(p.Path)
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, p)
+	}
+	return done, errors.Join(errs...)
+}
+
+// RemoveImage deletes a whole image: every generation, current, and its
+// directory. It refuses while nodes run any of its generations (inUse,
+// as for one generation) unless force, while a build or removal of it is
+// in progress, and while a filesystem is mounted anywhere inside; it
+// never follows a symlink. The store keeps the highest number the image
+// had, so an image built again under the name starts above it. It
+// returns the generations removed.
+func RemoveImage(st *store.Store, name string, force bool, inUse func(name string, gen int) []string) ([]int, error) {
+	gens, err := st.Generations(name)
+	if err != nil {
+		return nil, err
+	}
+	images, err := filepath.EvalSymlinks(st.ImagesDir())
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", st.ImagesDir(), err)
+	}
+	real := filepath.Join(images, name)
+	if fi, err := os.Lstat(real); err != nil {
+		return nil, fmt.Errorf("removing image %q: %w", name, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("image %q: %s is not a directory (a symlink?): bootd deletes nothing through it; remove it by hand", name, real)
+	}
+	if !force {
+		var running []string
+		for _, g := range gens {
+			if nodes := inUse(name, g); len(nodes) > 0 {
+				running = append(running, fmt.Sprintf("generation %d: %s", g, strings.Join(nodes, ", ")))
+			}
+		}
+		if len(running) > 0 {
+			return nil, fmt.Errorf("image %q: nodes run it (%s); boot them into another image first, or --force", name, strings.Join(running, "; "))
+		}
+	}
+	if work := st.Working(name); len(work) > 0 {
+		return nil, fmt.Errorf("image %q: work in progress (%s); wait for it to end; nothing was deleted", name, strings.Join(work, ", "))
+	}
+	if mps := mountsBelow(real); len(mps) > 0 {
+		return nil, fmt.Errorf("image %q has filesystems mounted inside (%s): unmount them first; nothing was deleted", name, strings.Join(mps, ", "))
+	}
+	trash, err := st.Retire(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeGeneration(trash); err != nil {
+		return gens, fmt.Errorf("image %q is gone for the servers, but deleting its files: %w (bootd image gc retries)", name, err)
+	}
+	return gens, nil
 }

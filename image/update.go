@@ -80,7 +80,8 @@ func Update(ctx context.Context, st *store.Store, opt UpdateOptions) (gen int, e
 	if err != nil {
 		return 0, err
 	}
-	defer abandonUnlessDone(work, &err)
+	taken := gen // gen is 0 by the time a failing return runs the defer
+	defer abandonUnlessDone(st, opt.Name, &taken, work, &err)
 	start := time.Now()
 	say("updating %s: generation %d from %d", opt.Name, gen, base)
 	upper, merged := filepath.Join(work, "upper"), filepath.Join(work, "merged")

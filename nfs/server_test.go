@@ -465,6 +465,9 @@ func TestGenerationsWithoutRestart(t *testing.T) {
 	if _, st := rc.mount("/demo/2"); st != mnt3OK {
 		t.Fatalf("MOUNT of an unpublished but complete generation: %d", st)
 	}
+	if err := writeBootFiles(fx.store, "demo", 2); err != nil {
+		t.Fatal(err)
+	}
 	if err := fx.store.Publish("demo", 2); err != nil {
 		t.Fatal(err)
 	}

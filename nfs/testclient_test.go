@@ -276,9 +276,23 @@ func makeFixture(t testing.TB, many bool) *fixture {
 			}
 		}
 	}
-	must(os.MkdirAll(st.BootDir("demo", 1), 0o755))
+	must(writeBootFiles(st, "demo", 1))
 	must(st.Publish("demo", 1))
 	return &fixture{store: st, state: state, root: root, nfiles: n}
+}
+
+// writeBootFiles gives a generation the kernel and initrd without which
+// the store refuses to publish it.
+func writeBootFiles(st *store.Store, name string, gen int) error {
+	if err := os.MkdirAll(st.BootDir(name, gen), 0o755); err != nil {
+		return err
+	}
+	for _, f := range []string{"vmlinuz", "initrd.img"} {
+		if err := os.WriteFile(filepath.Join(st.BootDir(name, gen), f), []byte(f), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fastTempDir is a temporary directory on tmpfs where there is one: the
