@@ -203,8 +203,10 @@ func FuzzParseCmdline(f *testing.F) {
 // -race.
 func TestPlannerUpdate(t *testing.T) {
 	st := store.New(t.TempDir())
-	os.MkdirAll(st.RootDir("img", 1), 0o755)
-	st.Publish("img", 1)
+	generation(t, st, "img", 1)
+	if err := st.Publish("img", 1); err != nil {
+		t.Fatal(err)
+	}
 	before, _ := nodes.NewTable([]nodes.Node{{MAC: "52:54:00:00:00:01", Image: "img"}})
 	after, _ := nodes.NewTable([]nodes.Node{{MAC: "52:54:00:00:00:01", Image: "img"},
 		{MAC: "52:54:00:00:00:02", Hostname: "n2", Image: "img", IP: "10.0.0.2"}})

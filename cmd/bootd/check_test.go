@@ -40,14 +40,17 @@ func writeGen(t *testing.T, st *store.Store, name string, gen int, boot bool) {
 	if err := os.MkdirAll(st.RootDir(name, gen), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if boot {
-		os.MkdirAll(st.BootDir(name, gen), 0o755)
-		os.WriteFile(filepath.Join(st.BootDir(name, gen), "vmlinuz"), []byte("kernel"), 0o644)
-		os.WriteFile(filepath.Join(st.BootDir(name, gen), "initrd.img"), []byte("initrd"), 0o644)
-	}
+	// Publish refuses a generation without boot files, so a current one
+	// without them is one whose files went after it was published.
+	os.MkdirAll(st.BootDir(name, gen), 0o755)
+	os.WriteFile(filepath.Join(st.BootDir(name, gen), "vmlinuz"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(st.BootDir(name, gen), "initrd.img"), []byte("initrd"), 0o644)
 	os.WriteFile(filepath.Join(st.GenDir(name, gen), "image.json"), []byte(`{"kernel":"6.1.0-28-amd64"}`), 0o644)
 	if err := st.Publish(name, gen); err != nil {
 		t.Fatal(err)
+	}
+	if !boot {
+		os.RemoveAll(st.BootDir(name, gen))
 	}
 }
 
