@@ -310,12 +310,15 @@ func Parse(path string, data []byte) (*Config, error) {
 	cfg.Path = path
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, syntaxError(path, data, err)
 	}
 	if len(root.Content) == 0 { // empty file: all defaults
 		return &cfg, cfg.validate(path, nil)
 	}
 	doc := root.Content[0]
+	if err := checkDuplicates(path, doc, ""); err != nil {
+		return nil, err
+	}
 	if err := checkShape(path, doc, reflect.TypeOf(cfg), ""); err != nil {
 		return nil, err
 	}

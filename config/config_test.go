@@ -99,7 +99,7 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"nfs:\n  listen: 2049\n  allow: [1.2.3.4]\n", `bootd.yaml:2: nfs.listen: want IP:PORT`},
 		{"interface: eth0\n", `bootd.yaml: nfs.allow: list the client networks`},
 		{"nfs: [1, 2]\n", `bootd.yaml:1: nfs: want a mapping of keys`},
-		{"nfs:\n\tallow: x\n", `bootd.yaml: `},
+		{"nfs:\n\tallow: x\n", `bootd.yaml:2:1: a tab: YAML indents with spaces only`},
 		{"nfs: {listen: \"\"}\ndhcp: {mode: relay}\n", `bootd.yaml:2: dhcp.mode: want proxy, full or off, got "relay"`},
 		{"nfs: {listen: \"\"}\nnodes:\n  - {mac: \"52:54:00:00:00:01\"}\n  - {mac: \"52:54:00:00:00:0g\"}\n", `bootd.yaml:4: nodes[1].mac: want an Ethernet address`},
 		{"nfs: {listen: \"\"}\nnodes:\n  - mac: \"52:54:00:00:00:01\"\n    hostnme: x\n", `bootd.yaml:4: unknown key "hostnme" in nodes[0] (known keys: append, hostname, image, ip, mac)`},
