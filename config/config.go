@@ -339,7 +339,7 @@ func Parse(path string, data []byte) (*Config, error) {
 }
 
 // allowList parses an allow list (key names it in errors).
-func allowList(key string, list []string, fail func(key, format string, args ...any) error) ([]netip.Prefix, error) {
+func allowList(key string, list []string, fail failFunc) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for i, s := range list {
 		p, err := parsePrefix(s)
@@ -446,14 +446,8 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	default:
 		return fail("initrd.compression", "want zstd or gzip, got %q", c.Initrd.Compression)
 	}
-	for i, m := range c.Image.Mounts {
-		key := fmt.Sprintf("image.mounts[%d]", i)
-		if m.Source == "" || m.Type == "" || !filepath.IsAbs(m.Target) || m.Target == "/" {
-			return fail(key, "want source, an absolute target other than / and a type, e.g. {source: \"files:/home\", target: /home, type: nfs}")
-		}
-	}
-	if n := c.Image.NIS; n != nil && (n.Domain == "" || n.Server == "") {
-		return fail("image.nis", "want both domain and server")
+	if err := c.validateImage(fail); err != nil {
+		return err
 	}
 	switch c.UnknownNodes {
 	case "boot", "ignore":
@@ -491,7 +485,7 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 }
 
 // validateStatus checks http, console and status.
-func (c *Config) validateStatus(fail func(key, format string, args ...any) error) error {
+func (c *Config) validateStatus(fail failFunc) error {
 	for key, addr := range map[string]string{"http.listen": c.HTTP.Listen, "console.listen": c.Console.Listen} {
 		if addr == "" {
 			continue
@@ -535,7 +529,7 @@ func (c *Config) validateStatus(fail func(key, format string, args ...any) error
 	return nil
 }
 
-func (c *Config) validateFull(fail func(key, format string, args ...any) error) error {
+func (c *Config) validateFull(fail failFunc) error {
 	d := &c.DHCP
 	f := FullDHCP{LeaseTime: 12 * time.Hour, Domain: d.Domain}
 	p, err := netip.ParsePrefix(d.Subnet)
