@@ -61,6 +61,10 @@ type Config struct {
 
 	table   *nodes.Table
 	address netip.Addr
+	// What checkUse found: see Warnings and CheckServe.
+	warnings, serveProblems []string
+	// httpAllowGiven: http.allow was set rather than derived from nfs.allow.
+	httpAllowGiven bool
 }
 
 // ServiceAddr returns address parsed; the zero Addr when it is not set.
@@ -280,16 +284,20 @@ func Default() Config {
 	return Config{
 		StateDir: "/var/lib/bootd",
 		NFS: NFS{
-			Listen:        "0.0.0.0:2049",
-			SecurePorts:   true,
-			SquashUnknown: true,
+			Listen:                  "0.0.0.0:2049",
+			SecurePorts:             true,
+			SquashUnknown:           true,
+			MaxConnections:          1024,
+			MaxConnectionsPerClient: 8,
 		},
-		DHCP:         DHCP{Mode: "proxy"},
-		TFTP:         TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us"},
+		DHCP: DHCP{Mode: "proxy"},
+		TFTP: TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us",
+			MaxTransfers: 1024, MaxTransfersPerClient: 8, RequestsPerSecond: 20},
 		Syslog:       Syslog{MaxFileMB: 64},
 		HTTP:         HTTP{Listen: "0.0.0.0:8080", Boot: "chain"},
 		Console:      Console{Listen: "0.0.0.0:6666"},
 		Status:       Status{LostAfter: "10m", LogLines: 500, LogKiB: 128, MaxNodes: 4096, ProbeEvery: "20s"},
+		Image:        image.Settings{Mirror: image.DefaultMirror},
 		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
 		UnknownNodes: "boot",
 	}
@@ -352,12 +360,14 @@ func allowList(key string, list []string, fail failFunc) ([]netip.Prefix, error)
 }
 
 func (c *Config) validate(path string, doc *yaml.Node) error {
-	fail := func(key, format string, args ...any) error {
-		at := path
+	where := func(key string) string {
 		if l := lineOf(doc, key); l > 0 {
-			at = fmt.Sprintf("%s:%d", path, l)
+			return fmt.Sprintf("%s:%d: %s", path, l, key)
 		}
-		return fmt.Errorf("%s: %s: %s", at, key, fmt.Sprintf(format, args...))
+		return fmt.Sprintf("%s: %s", path, key)
+	}
+	fail := func(key, format string, args ...any) error {
+		return fmt.Errorf("%s: %s", where(key), fmt.Sprintf(format, args...))
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
 		return fail("state_dir", "want an absolute directory path, got %q", c.StateDir)
@@ -374,9 +384,6 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	if c.NFS.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.NFS.Listen); err != nil {
 			return fail("nfs.listen", "want IP:PORT such as \"0.0.0.0:2049\" (or \"\" to disable NFS), got %q", c.NFS.Listen)
-		}
-		if len(c.NFS.Allow) == 0 {
-			return fail("nfs.allow", "list the client networks that may mount images, e.g. [\"10.0.0.0/24\"]")
 		}
 	}
 	switch c.DHCP.Mode {
@@ -399,14 +406,25 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		return fail("tftp.busy_poll", "want a duration up to 10ms such as \"200us\", or \"0\" to never poll, got %q", c.TFTP.BusyPoll)
 	}
 	c.TFTP.busyPoll = bp
-	for key, v := range map[string]int{"tftp.max_transfers": c.TFTP.MaxTransfers, "tftp.max_transfers_per_client": c.TFTP.MaxTransfersPerClient,
-		"nfs.max_connections": c.NFS.MaxConnections, "nfs.max_connections_per_client": c.NFS.MaxConnectionsPerClient} {
-		if v < 0 || v > 1<<20 {
-			return fail(key, "want a number from 1 to 1048576 (or 0 for the default), got %d", v)
+	def := Default()
+	for _, l := range []struct {
+		key    string
+		v      *int
+		orElse int
+	}{{"tftp.max_transfers", &c.TFTP.MaxTransfers, def.TFTP.MaxTransfers}, {"tftp.max_transfers_per_client", &c.TFTP.MaxTransfersPerClient, def.TFTP.MaxTransfersPerClient},
+		{"nfs.max_connections", &c.NFS.MaxConnections, def.NFS.MaxConnections}, {"nfs.max_connections_per_client", &c.NFS.MaxConnectionsPerClient, def.NFS.MaxConnectionsPerClient}} {
+		if *l.v < 0 || *l.v > 1<<20 {
+			return fail(l.key, "want a number from 1 to 1048576 (or 0 for the default, %d), got %d", l.orElse, *l.v)
+		}
+		if *l.v == 0 {
+			*l.v = l.orElse
 		}
 	}
 	if r := c.TFTP.RequestsPerSecond; r < 0 || r > 1e6 {
-		return fail("tftp.requests_per_second", "want a rate from 1 to 1000000 (or 0 for the default), got %v", r)
+		return fail("tftp.requests_per_second", "want a rate from 1 to 1000000 (or 0 for the default, %v), got %v", def.TFTP.RequestsPerSecond, r)
+	}
+	if c.TFTP.RequestsPerSecond == 0 {
+		c.TFTP.RequestsPerSecond = def.TFTP.RequestsPerSecond
 	}
 	c.DHCP.relays = nil
 	for i, s := range c.DHCP.Relays {
@@ -481,7 +499,11 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	if c.NFS.Record != "" && !filepath.IsAbs(c.NFS.Record) {
 		return fail("nfs.record", "want an absolute file path, got %q", c.NFS.Record)
 	}
-	return c.validateStatus(fail)
+	if err := c.validateStatus(fail); err != nil {
+		return err
+	}
+	c.checkUse(where)
+	return nil
 }
 
 // validateStatus checks http, console and status.
@@ -504,9 +526,17 @@ func (c *Config) validateStatus(fail failFunc) error {
 	if c.HTTP.allow, err = allowList("http.allow", c.HTTP.Allow, fail); err != nil {
 		return err
 	}
-	if len(c.HTTP.Allow) == 0 {
+	c.httpAllowGiven = len(c.HTTP.Allow) > 0
+	if !c.httpAllowGiven {
 		c.HTTP.allow = append(append([]netip.Prefix(nil), c.NFS.allow...),
 			netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+		// Written out, so that the effective config shows who may connect.
+		if c.HTTP.Listen != "" {
+			c.HTTP.Allow = nil
+			for _, p := range c.HTTP.allow {
+				c.HTTP.Allow = append(c.HTTP.Allow, p.String())
+			}
+		}
 	}
 	d, err := time.ParseDuration(c.Status.LostAfter)
 	if err != nil || d < 10*time.Second || d > 24*time.Hour {
@@ -531,7 +561,7 @@ func (c *Config) validateStatus(fail failFunc) error {
 
 func (c *Config) validateFull(fail failFunc) error {
 	d := &c.DHCP
-	f := FullDHCP{LeaseTime: 12 * time.Hour, Domain: d.Domain}
+	f := FullDHCP{Domain: d.Domain}
 	p, err := netip.ParsePrefix(d.Subnet)
 	if err != nil || !p.Addr().Is4() {
 		return fail("dhcp.subnet", "full mode needs the cluster subnet, e.g. 10.0.0.0/24, got %q", d.Subnet)
@@ -559,13 +589,14 @@ func (c *Config) validateFull(fail failFunc) error {
 		}
 		f.DNS = append(f.DNS, a)
 	}
-	if d.LeaseTime != "" {
-		lt, err := time.ParseDuration(d.LeaseTime)
-		if err != nil || lt < time.Minute {
-			return fail("dhcp.lease_time", "want a duration of a minute or more, such as 12h, got %q", d.LeaseTime)
-		}
-		f.LeaseTime = lt
+	if d.LeaseTime == "" {
+		d.LeaseTime = "12h"
 	}
+	lt, err := time.ParseDuration(d.LeaseTime)
+	if err != nil || lt < time.Minute {
+		return fail("dhcp.lease_time", "want a duration of a minute or more, such as 12h, got %q", d.LeaseTime)
+	}
+	f.LeaseTime = lt
 	if len(d.Range) != 0 {
 		if len(d.Range) != 2 {
 			return fail("dhcp.range", "want [FIRST, LAST], two addresses")

@@ -97,7 +97,6 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"nfs:\n  secure_ports: maybe\n  allow: [1.2.3.4]\n", `bootd.yaml:2: nfs.secure_ports: want true or false, got "maybe"`},
 		{"state_dir: relative/dir\nnfs: {allow: [1.2.3.4]}\n", `bootd.yaml:1: state_dir: want an absolute directory path`},
 		{"nfs:\n  listen: 2049\n  allow: [1.2.3.4]\n", `bootd.yaml:2: nfs.listen: want IP:PORT`},
-		{"interface: eth0\n", `bootd.yaml: nfs.allow: list the client networks`},
 		{"nfs: [1, 2]\n", `bootd.yaml:1: nfs: want a mapping of keys`},
 		{"nfs:\n\tallow: x\n", `bootd.yaml:2:1: a tab: YAML indents with spaces only`},
 		{"nfs: {listen: \"\"}\ndhcp: {mode: relay}\n", `bootd.yaml:2: dhcp.mode: want proxy, full or off, got "relay"`},
