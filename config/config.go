@@ -645,6 +645,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // a list where a value belongs is reported with its line and full key path
 // and the keys that would have been accepted.
 func checkShape(path string, n *yaml.Node, t reflect.Type, key string) error {
+	if t.Kind() == reflect.Pointer && n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // an optional section left out, as yaml.Marshal writes it
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
