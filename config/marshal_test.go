@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -102,7 +103,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, key := range yamlKeys(reflect.TypeOf(Config{}), "") {
-			if !hasKey(tree, key) {
+			if !holds(tree, key, false) {
 				t.Errorf("%s: %s not printed", name, key)
 			}
 		}
@@ -151,56 +152,35 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 	return keys
 }
 
-// hasKey reports whether tree holds key; a list must hold it in every
-// entry, an empty list holds nothing to check.
-func hasKey(tree map[string]any, key string) bool {
-	var walk func(v any, parts []string) bool
-	walk = func(v any, parts []string) bool {
+// holds reports whether tree holds key: in every entry of a list, or
+// (any) in at least one; an empty list holds nothing to check.
+func holds(tree map[string]any, key string, any bool) bool {
+	var walk func(v interface{}, parts []string) bool
+	walk = func(v interface{}, parts []string) bool {
 		if len(parts) == 0 {
 			return true
 		}
-		p := parts[0]
-		list := len(p) > 2 && p[len(p)-2:] == "[]"
-		if list {
-			p = p[:len(p)-2]
-		}
-		m, ok := v.(map[string]any)
+		p, list := strings.CutSuffix(parts[0], "[]")
+		m, ok := v.(map[string]interface{})
 		if !ok {
-			return false
+			return v == nil && !any // an optional section printed as null (nis)
 		}
 		next, ok := m[p]
 		if !ok {
 			return false
 		}
 		if !list {
-			if next == nil && len(parts) > 1 {
-				return true // an optional section (nis: null)
-			}
 			return walk(next, parts[1:])
 		}
-		items, _ := next.([]any)
+		items, _ := next.([]interface{})
 		for _, it := range items {
-			if !walk(it, parts[1:]) {
-				return false
+			if walk(it, parts[1:]) == any {
+				return any
 			}
 		}
-		return true
+		return !any
 	}
-	return walk(tree, splitKey(key))
-}
-
-// splitKey splits "image.mounts[].source" at dots, not inside loader
-// names (keys are the yaml tags, which have no dots themselves).
-func splitKey(key string) []string {
-	var parts []string
-	start := 0
-	for i := 0; i < len(key); i++ {
-		if key[i] == '.' {
-			parts = append(parts, key[start:i])
-			start = i + 1
-		}
-	}
-	return append(parts, key[start:])
+	return walk(tree, strings.Split(key, "."))
 }
 
 // effective is what bootd acts on: the values as printed, and what
