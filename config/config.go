@@ -312,7 +312,11 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// Parse validates data as the contents of the config file named path.
+// Parse validates data as the contents of the config file named path, and
+// fills in the defaults: yaml.Marshal of the result is the effective config,
+// which Parse reads back as the same. What the file sets but bootd will not
+// use is in Warnings; what `bootd serve` needs beyond a valid file, in
+// CheckServe.
 func Parse(path string, data []byte) (*Config, error) {
 	cfg := Default()
 	cfg.Path = path
