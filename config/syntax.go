@@ -41,7 +41,7 @@ func syntaxError(path string, data []byte, v3err error) error {
 	var se *goyaml.SyntaxError
 	_, perr := parser.ParseBytes(data, 0)
 	if !errors.As(perr, &se) || se.Token == nil || se.Token.Position == nil {
-		if l, c := firstTab(lines, v3line, v3line); l > 0 && strings.Contains(msg, "tab") || strings.Contains(msg, "cannot start any token") && l > 0 {
+		if l, c := firstTab(lines, v3line, v3line); l > 0 && (strings.Contains(msg, "tab") || strings.Contains(msg, "cannot start any token")) {
 			return fmt.Errorf("%s: a tab: YAML indents with spaces only", at(l, c))
 		}
 		if v3line > 0 {
