@@ -61,6 +61,10 @@ type Config struct {
 
 	table   *nodes.Table
 	address netip.Addr
+	// What checkUse found: see Warnings and CheckServe.
+	warnings, serveProblems []string
+	// httpAllowGiven: http.allow was set rather than derived from nfs.allow.
+	httpAllowGiven bool
 }
 
 // ServiceAddr returns address parsed; the zero Addr when it is not set.
@@ -280,16 +284,20 @@ func Default() Config {
 	return Config{
 		StateDir: "/var/lib/bootd",
 		NFS: NFS{
-			Listen:        "0.0.0.0:2049",
-			SecurePorts:   true,
-			SquashUnknown: true,
+			Listen:                  "0.0.0.0:2049",
+			SecurePorts:             true,
+			SquashUnknown:           true,
+			MaxConnections:          1024,
+			MaxConnectionsPerClient: 8,
 		},
-		DHCP:         DHCP{Mode: "proxy"},
-		TFTP:         TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us"},
+		DHCP: DHCP{Mode: "proxy"},
+		TFTP: TFTP{Listen: "0.0.0.0:69", BusyPoll: "200us",
+			MaxTransfers: 1024, MaxTransfersPerClient: 8, RequestsPerSecond: 20},
 		Syslog:       Syslog{MaxFileMB: 64},
 		HTTP:         HTTP{Listen: "0.0.0.0:8080", Boot: "chain"},
 		Console:      Console{Listen: "0.0.0.0:6666"},
 		Status:       Status{LostAfter: "10m", LogLines: 500, LogKiB: 128, MaxNodes: 4096, ProbeEvery: "20s"},
+		Image:        image.Settings{Mirror: image.DefaultMirror},
 		Defaults:     nodes.Defaults{Console: "ttyS0,115200n8"},
 		UnknownNodes: "boot",
 	}
@@ -304,18 +312,25 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// Parse validates data as the contents of the config file named path.
+// Parse validates data as the contents of the config file named path, and
+// fills in the defaults: yaml.Marshal of the result is the effective config,
+// which Parse reads back as the same. What the file sets but bootd will not
+// use is in Warnings; what `bootd serve` needs beyond a valid file, in
+// CheckServe.
 func Parse(path string, data []byte) (*Config, error) {
 	cfg := Default()
 	cfg.Path = path
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, syntaxError(path, data, err)
 	}
 	if len(root.Content) == 0 { // empty file: all defaults
 		return &cfg, cfg.validate(path, nil)
 	}
 	doc := root.Content[0]
+	if err := checkDuplicates(path, doc, ""); err != nil {
+		return nil, err
+	}
 	if err := checkShape(path, doc, reflect.TypeOf(cfg), ""); err != nil {
 		return nil, err
 	}
@@ -336,7 +351,7 @@ func Parse(path string, data []byte) (*Config, error) {
 }
 
 // allowList parses an allow list (key names it in errors).
-func allowList(key string, list []string, fail func(key, format string, args ...any) error) ([]netip.Prefix, error) {
+func allowList(key string, list []string, fail failFunc) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for i, s := range list {
 		p, err := parsePrefix(s)
@@ -349,12 +364,14 @@ func allowList(key string, list []string, fail func(key, format string, args ...
 }
 
 func (c *Config) validate(path string, doc *yaml.Node) error {
-	fail := func(key, format string, args ...any) error {
-		at := path
+	where := func(key string) string {
 		if l := lineOf(doc, key); l > 0 {
-			at = fmt.Sprintf("%s:%d", path, l)
+			return fmt.Sprintf("%s:%d: %s", path, l, key)
 		}
-		return fmt.Errorf("%s: %s: %s", at, key, fmt.Sprintf(format, args...))
+		return fmt.Sprintf("%s: %s", path, key)
+	}
+	fail := func(key, format string, args ...any) error {
+		return fmt.Errorf("%s: %s", where(key), fmt.Sprintf(format, args...))
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
 		return fail("state_dir", "want an absolute directory path, got %q", c.StateDir)
@@ -371,9 +388,6 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	if c.NFS.Listen != "" {
 		if _, err := netip.ParseAddrPort(c.NFS.Listen); err != nil {
 			return fail("nfs.listen", "want IP:PORT such as \"0.0.0.0:2049\" (or \"\" to disable NFS), got %q", c.NFS.Listen)
-		}
-		if len(c.NFS.Allow) == 0 {
-			return fail("nfs.allow", "list the client networks that may mount images, e.g. [\"10.0.0.0/24\"]")
 		}
 	}
 	switch c.DHCP.Mode {
@@ -396,14 +410,25 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 		return fail("tftp.busy_poll", "want a duration up to 10ms such as \"200us\", or \"0\" to never poll, got %q", c.TFTP.BusyPoll)
 	}
 	c.TFTP.busyPoll = bp
-	for key, v := range map[string]int{"tftp.max_transfers": c.TFTP.MaxTransfers, "tftp.max_transfers_per_client": c.TFTP.MaxTransfersPerClient,
-		"nfs.max_connections": c.NFS.MaxConnections, "nfs.max_connections_per_client": c.NFS.MaxConnectionsPerClient} {
-		if v < 0 || v > 1<<20 {
-			return fail(key, "want a number from 1 to 1048576 (or 0 for the default), got %d", v)
+	def := Default()
+	for _, l := range []struct {
+		key    string
+		v      *int
+		orElse int
+	}{{"tftp.max_transfers", &c.TFTP.MaxTransfers, def.TFTP.MaxTransfers}, {"tftp.max_transfers_per_client", &c.TFTP.MaxTransfersPerClient, def.TFTP.MaxTransfersPerClient},
+		{"nfs.max_connections", &c.NFS.MaxConnections, def.NFS.MaxConnections}, {"nfs.max_connections_per_client", &c.NFS.MaxConnectionsPerClient, def.NFS.MaxConnectionsPerClient}} {
+		if *l.v < 0 || *l.v > 1<<20 {
+			return fail(l.key, "want a number from 1 to 1048576 (or 0 for the default, %d), got %d", l.orElse, *l.v)
+		}
+		if *l.v == 0 {
+			*l.v = l.orElse
 		}
 	}
 	if r := c.TFTP.RequestsPerSecond; r < 0 || r > 1e6 {
-		return fail("tftp.requests_per_second", "want a rate from 1 to 1000000 (or 0 for the default), got %v", r)
+		return fail("tftp.requests_per_second", "want a rate from 1 to 1000000 (or 0 for the default, %v), got %v", def.TFTP.RequestsPerSecond, r)
+	}
+	if c.TFTP.RequestsPerSecond == 0 {
+		c.TFTP.RequestsPerSecond = def.TFTP.RequestsPerSecond
 	}
 	c.DHCP.relays = nil
 	for i, s := range c.DHCP.Relays {
@@ -443,14 +468,8 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	default:
 		return fail("initrd.compression", "want zstd or gzip, got %q", c.Initrd.Compression)
 	}
-	for i, m := range c.Image.Mounts {
-		key := fmt.Sprintf("image.mounts[%d]", i)
-		if m.Source == "" || m.Type == "" || !filepath.IsAbs(m.Target) || m.Target == "/" {
-			return fail(key, "want source, an absolute target other than / and a type, e.g. {source: \"files:/home\", target: /home, type: nfs}")
-		}
-	}
-	if n := c.Image.NIS; n != nil && (n.Domain == "" || n.Server == "") {
-		return fail("image.nis", "want both domain and server")
+	if err := c.validateImage(fail); err != nil {
+		return err
 	}
 	switch c.UnknownNodes {
 	case "boot", "ignore":
@@ -484,11 +503,15 @@ func (c *Config) validate(path string, doc *yaml.Node) error {
 	if c.NFS.Record != "" && !filepath.IsAbs(c.NFS.Record) {
 		return fail("nfs.record", "want an absolute file path, got %q", c.NFS.Record)
 	}
-	return c.validateStatus(fail)
+	if err := c.validateStatus(fail); err != nil {
+		return err
+	}
+	c.checkUse(where)
+	return nil
 }
 
 // validateStatus checks http, console and status.
-func (c *Config) validateStatus(fail func(key, format string, args ...any) error) error {
+func (c *Config) validateStatus(fail failFunc) error {
 	for key, addr := range map[string]string{"http.listen": c.HTTP.Listen, "console.listen": c.Console.Listen} {
 		if addr == "" {
 			continue
@@ -507,9 +530,17 @@ func (c *Config) validateStatus(fail func(key, format string, args ...any) error
 	if c.HTTP.allow, err = allowList("http.allow", c.HTTP.Allow, fail); err != nil {
 		return err
 	}
-	if len(c.HTTP.Allow) == 0 {
+	c.httpAllowGiven = len(c.HTTP.Allow) > 0
+	if !c.httpAllowGiven {
 		c.HTTP.allow = append(append([]netip.Prefix(nil), c.NFS.allow...),
 			netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+		// Written out, so that the effective config shows who may connect.
+		if c.HTTP.Listen != "" {
+			c.HTTP.Allow = nil
+			for _, p := range c.HTTP.allow {
+				c.HTTP.Allow = append(c.HTTP.Allow, p.String())
+			}
+		}
 	}
 	d, err := time.ParseDuration(c.Status.LostAfter)
 	if err != nil || d < 10*time.Second || d > 24*time.Hour {
@@ -532,9 +563,9 @@ func (c *Config) validateStatus(fail func(key, format string, args ...any) error
 	return nil
 }
 
-func (c *Config) validateFull(fail func(key, format string, args ...any) error) error {
+func (c *Config) validateFull(fail failFunc) error {
 	d := &c.DHCP
-	f := FullDHCP{LeaseTime: 12 * time.Hour, Domain: d.Domain}
+	f := FullDHCP{Domain: d.Domain}
 	p, err := netip.ParsePrefix(d.Subnet)
 	if err != nil || !p.Addr().Is4() {
 		return fail("dhcp.subnet", "full mode needs the cluster subnet, e.g. 10.0.0.0/24, got %q", d.Subnet)
@@ -562,13 +593,14 @@ func (c *Config) validateFull(fail func(key, format string, args ...any) error) 
 		}
 		f.DNS = append(f.DNS, a)
 	}
-	if d.LeaseTime != "" {
-		lt, err := time.ParseDuration(d.LeaseTime)
-		if err != nil || lt < time.Minute {
-			return fail("dhcp.lease_time", "want a duration of a minute or more, such as 12h, got %q", d.LeaseTime)
-		}
-		f.LeaseTime = lt
+	if d.LeaseTime == "" {
+		d.LeaseTime = "12h"
 	}
+	lt, err := time.ParseDuration(d.LeaseTime)
+	if err != nil || lt < time.Minute {
+		return fail("dhcp.lease_time", "want a duration of a minute or more, such as 12h, got %q", d.LeaseTime)
+	}
+	f.LeaseTime = lt
 	if len(d.Range) != 0 {
 		if len(d.Range) != 2 {
 			return fail("dhcp.range", "want [FIRST, LAST], two addresses")
@@ -617,6 +649,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // a list where a value belongs is reported with its line and full key path
 // and the keys that would have been accepted.
 func checkShape(path string, n *yaml.Node, t reflect.Type, key string) error {
+	if t.Kind() == reflect.Pointer && n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // an optional section left out, as yaml.Marshal writes it
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
