@@ -151,6 +151,9 @@ func (s *serveState) reload() reloadState {
 	defer s.mu.Unlock()
 	s.last.Last = time.Now().UTC()
 	cfg, err := config.Load(s.started.Path)
+	if err == nil {
+		err = cfg.CheckServe()
+	}
 	if err != nil {
 		s.reloads.WithLabelValues("failed").Inc()
 		s.last.Failed++

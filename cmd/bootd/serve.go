@@ -47,6 +47,14 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	// A valid file may still lack what serving needs (a fresh install's
+	// config has no interface or nfs.allow yet): say all of it at once.
+	if err := cfg.CheckServe(); err != nil {
+		return err
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w)
+	}
 	// SIGHUP (`systemctl reload`, a closed terminal) reloads the config;
 	// caught from here on, since its default action ends the process.
 	hup := make(chan os.Signal, 1)
