@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
+
+	"github.com/bootd/bootd/config"
 )
 
 func newConfigCmd(a *app) *cobra.Command {
@@ -32,14 +35,43 @@ meant) go to standard error.`,
 					fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", cfg.Path, s)
 				}
 			}
-			b, err := yaml.Marshal(cfg)
-			if err != nil {
-				return fmt.Errorf("printing the effective config: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "# %s: valid; the effective config, defaults filled in\n", cfg.Path)
-			_, err = cmd.OutOrStdout().Write(b)
-			return err
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "# %s: valid; the effective config, defaults filled in\n", cfg.Path)
+			return writeEffective(out, cfg)
 		},
 	})
 	return c
+}
+
+// writeEffective writes cfg as YAML a config file can hold.
+func writeEffective(w io.Writer, cfg *config.Config) error {
+	var doc yaml.Node
+	if err := doc.Encode(cfg); err != nil {
+		return fmt.Errorf("printing the effective config: %w", err)
+	}
+	dropNulls(&doc)
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return fmt.Errorf("printing the effective config: %w", err)
+	}
+	return enc.Close()
+}
+
+// dropNulls removes the keys whose value is null (an optional section not
+// set, such as image.nis): left out, they mean the same, while "null"
+// is a value the config does not take.
+func dropNulls(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode || v.Tag != "!!null" {
+				kept = append(kept, n.Content[i], v)
+			}
+		}
+		n.Content = kept
+	}
+	for _, c := range n.Content {
+		dropNulls(c)
+	}
 }

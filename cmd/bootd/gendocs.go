@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,16 +24,19 @@ func newGenDocsCmd(root *cobra.Command) *cobra.Command {
 the --man directory and the bash completion script (named bootd) into the
 --completion directory. The date in the pages is SOURCE_DATE_EPOCH when set,
 so a package build is reproducible.`,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args: cobra.MatchAll(noArgs, func(cmd *cobra.Command, args []string) error {
 			if manDir == "" && complDir == "" {
-				return usagef("name --man DIR, --completion DIR or both")
+				return errors.New("name --man DIR, --completion DIR or both")
 			}
+			return nil
+		}),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if manDir != "" {
 				if err := os.MkdirAll(manDir, 0o755); err != nil {
 					return err
 				}
 				root.DisableAutoGenTag = true
-				hdr := &doc.GenManHeader{Title: "BOOTD", Section: "8", Source: versionString(), Manual: "bootd manual"}
+				hdr := &doc.GenManHeader{Section: "8", Source: versionString(), Manual: "bootd manual"}
 				if err := doc.GenManTree(root, hdr, manDir); err != nil {
 					return fmt.Errorf("writing the man pages into %s: %w", manDir, err)
 				}

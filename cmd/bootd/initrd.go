@@ -33,12 +33,13 @@ func newInitrdCmd(a *app) *cobra.Command {
 NFS and overlay modules) and copy the image's kernel to boot/vmlinuz.
 image build, update and import do this themselves; run it after upgrading
 bootd, or with --output to look at an initrd.`,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args: cobra.MatchAll(noArgs, func(cmd *cobra.Command, args []string) error {
 			if f.image == "" {
-				return usagef("--image NAME is required")
+				return errors.New("--image NAME is required")
 			}
-			return a.initrdBuild(f)
-		},
+			return nil
+		}),
+		RunE: func(cmd *cobra.Command, args []string) error { return a.initrdBuild(f) },
 	}
 	fs := build.Flags()
 	fs.StringVar(&f.image, "image", "", "image `NAME` (required)")

@@ -122,16 +122,19 @@ that boot from it. Waits until every node reaches multi-user or --timeout,
 prints a table of the boots, and leaves the lab running; exits 1 when a
 node did not boot.`,
 		Example: "  bootd lab up --nodes 4 --firmware uefi --suite bookworm",
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args: cobra.MatchAll(noArgs, func(cmd *cobra.Command, args []string) error {
 			if _, err := boot.ParseIPXEMode(o.Boot); err != nil {
-				return usagef("--boot %w", err)
+				return fmt.Errorf("--boot %w", err)
 			}
 			if o.Nodes < 1 || o.Nodes > 200 {
-				return usagef("--nodes %d: want 1 to 200", o.Nodes)
+				return fmt.Errorf("--nodes %d: want 1 to 200", o.Nodes)
 			}
 			if o.Masters != 1 && o.Masters != 2 {
-				return usagef("--masters %d: want 1 or 2", o.Masters)
+				return fmt.Errorf("--masters %d: want 1 or 2", o.Masters)
 			}
+			return nil
+		}),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Dir = *dir
 			return labUp(o)
 		},

@@ -36,14 +36,14 @@ func main() {
 	if runsAsInit(os.Getpid(), os.Args) {
 		pid1.Main()
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(newRoot(&app{}), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run executes one command line and returns the exit code: 0, exitUsage
-// with the command's usage on stderr for a command line bootd cannot take,
-// exitFailure with "bootd VERB: error" for anything that went wrong after.
-func run(args []string, stdout, stderr io.Writer) int {
-	root := newRoot(&app{})
+// run executes one command line of the tree root and returns the exit
+// code: 0, exitUsage with the command's usage on stderr for a command line
+// bootd cannot take, exitFailure with "bootd VERB: error" for anything
+// that went wrong after.
+func run(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -133,7 +133,9 @@ bootd cannot take (unknown verb or flag, bad value, wrong arguments).`,
 	return root
 }
 
-// strictArgs makes every wrong argument count a usage error, and a verb
+// strictArgs makes every wrong argument count a usage error (a verb's
+// Args also checks its flags' values against each other: Args runs before
+// anything else of the verb), and a verb
 // that only groups others (image, nodes) refuse a word it does not know
 // instead of printing help and succeeding. Its help can still be asked for
 // as "bootd VERB help".
@@ -157,12 +159,7 @@ func strictArgs(c *cobra.Command) {
 	}
 	check := c.Args
 	if check == nil {
-		check = func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return fmt.Errorf("unexpected argument %q: %s takes none", args[0], cmd.CommandPath())
-			}
-			return nil
-		}
+		check = noArgs
 	}
 	c.Args = func(cmd *cobra.Command, args []string) error {
 		if err := check(cmd, args); err != nil {
@@ -170,6 +167,13 @@ func strictArgs(c *cobra.Command) {
 		}
 		return nil
 	}
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected argument %q: %s takes none", args[0], cmd.CommandPath())
+	}
+	return nil
 }
 
 // choice is a flag value that must be one of a fixed set: a wrong value is

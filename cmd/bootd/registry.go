@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -108,13 +109,12 @@ func (a *app) imageImportCmd() *cobra.Command {
 		func(cfg *config.Config, st *store.Store, args []string) error {
 			return importImage(cfg, st, args[0], r.name, !r.noPublish, &r.registryFlags, a.bootFiles(cfg))
 		})
-	// Checked before the config is read: a usage error needs no config.
-	c.PreRunE = func(cmd *cobra.Command, args []string) error {
+	c.Args = cobra.MatchAll(c.Args, func(cmd *cobra.Command, args []string) error {
 		if r.name == "" {
-			return usagef("--name NAME is required")
+			return errors.New("--name NAME is required")
 		}
 		return nil
-	}
+	})
 	c.Long = `Turn a Debian container image (a registry reference, a docker save archive
 or an OCI layout directory) into a new generation of image NAME, prepared
 as image build prepares one, with its initrd. ` + registryCredentials
