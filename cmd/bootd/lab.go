@@ -15,8 +15,22 @@ import (
 	"github.com/bootd/bootd/lab"
 )
 
-func newLabCmd(a *app) *cobra.Command {
-	var dir string
+// labDir is the lab's --dir, which every lab verb takes.
+type labDir struct{ dir string }
+
+// state is where the lab keeps its processes, logs and consoles.
+func (d *labDir) state() string { return filepath.Join(d.dir, "lab") }
+
+func (d *labDir) load() (*lab.Lab, error) {
+	l, err := lab.Load(d.state())
+	if err != nil {
+		return nil, fmt.Errorf("no lab in %s", d.dir)
+	}
+	return l, nil
+}
+
+func newLabCmd() *cobra.Command {
+	d := &labDir{}
 	c := &cobra.Command{
 		Use:   "lab",
 		Short: "a QEMU cluster in network namespaces on this machine: up, status, console, reboot, poweroff, down",
@@ -27,21 +41,21 @@ The lab writes its own config, DIR/bootd.yaml (--dir), for the bootd it runs;
 lab verbs do not read --config. Point the other verbs at the lab's
 config to look inside, e.g. bootd nodes list --config /var/lib/bootd-lab/bootd.yaml.`,
 	}
-	c.PersistentFlags().StringVar(&dir, "dir", "/var/lib/bootd-lab", "`DIR` where the lab keeps its state, image cache, logs and consoles")
+	c.PersistentFlags().StringVar(&d.dir, "dir", "/var/lib/bootd-lab", "`DIR` where the lab keeps its state, image cache, logs and consoles")
 	c.MarkPersistentFlagDirname("dir")
-	labDir := func() string { return filepath.Join(dir, "lab") }
-	load := func() (*lab.Lab, error) {
-		l, err := lab.Load(labDir())
-		if err != nil {
-			return nil, fmt.Errorf("no lab in %s", dir)
-		}
-		return l, nil
-	}
-	c.AddCommand(labUpCmd(&dir), &cobra.Command{
+	c.AddCommand(labUpCmd(d), labStatusCmd(d), labConsoleCmd(d),
+		labPowerCmd("reboot", "reset a node: a hard reset, no shutdown", d.load, (*lab.Lab).Reset),
+		labPowerCmd("poweroff", "power a node off: the plug pulled, no shutdown", d.load, (*lab.Lab).PowerOff),
+		labDownCmd(d))
+	return c
+}
+
+func labStatusCmd(d *labDir) *cobra.Command {
+	return &cobra.Command{
 		Use:   "status",
 		Short: "the lab's processes and whether each still runs",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := load()
+			l, err := d.load()
 			if err != nil {
 				return err
 			}
@@ -54,12 +68,16 @@ config to look inside, e.g. bootd nodes list --config /var/lib/bootd-lab/bootd.y
 			}
 			return nil
 		},
-	}, &cobra.Command{
+	}
+}
+
+func labConsoleCmd(d *labDir) *cobra.Command {
+	return &cobra.Command{
 		Use:   "console NODE",
 		Short: "attach the terminal to a node's serial console (Ctrl-] leaves)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := load()
+			l, err := d.load()
 			if err != nil {
 				return err
 			}
@@ -69,25 +87,26 @@ config to look inside, e.g. bootd nodes list --config /var/lib/bootd-lab/bootd.y
 			}
 			return console(n)
 		},
-	}, labPowerCmd("reboot", "reset a node: a hard reset, no shutdown", load, (*lab.Lab).Reset),
-		labPowerCmd("poweroff", "power a node off: the plug pulled, no shutdown", load, (*lab.Lab).PowerOff),
-		&cobra.Command{
-			Use:   "down",
-			Short: "stop the lab's nodes and master and remove its namespaces",
-			RunE: func(cmd *cobra.Command, args []string) error {
-				l, err := lab.Load(labDir())
-				if err != nil {
-					fmt.Println("lab: nothing to take down")
-					return nil
-				}
-				if err := l.Down(); err != nil {
-					return err
-				}
-				fmt.Println("lab: down")
+	}
+}
+
+func labDownCmd(d *labDir) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "stop the lab's nodes and master and remove its namespaces",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.Load(d.state())
+			if err != nil {
+				fmt.Println("lab: nothing to take down")
 				return nil
-			},
-		})
-	return c
+			}
+			if err := l.Down(); err != nil {
+				return err
+			}
+			fmt.Println("lab: down")
+			return nil
+		},
+	}
 }
 
 // labPowerCmd is a verb that acts on one node's power, as its plug or
@@ -111,7 +130,7 @@ func labPowerCmd(verb, short string, load func() (*lab.Lab, error), act func(*la
 	}
 }
 
-func labUpCmd(dir *string) *cobra.Command {
+func labUpCmd(d *labDir) *cobra.Command {
 	o := lab.Options{Nodes: 2, Masters: 1, Firmware: "mixed", Suite: "trixie", Boot: "chain", Timeout: 6 * time.Minute}
 	c := &cobra.Command{
 		Use:   "up",
@@ -135,7 +154,7 @@ node did not boot.`,
 			return nil
 		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Dir = *dir
+			o.Dir = d.dir
 			return labUp(o)
 		},
 	}

@@ -113,7 +113,7 @@ bootd cannot take (unknown verb or flag, bad value, wrong arguments).`,
 	root.MarkPersistentFlagFilename("config", "yaml", "yml")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
-	root.AddCommand(newServeCmd(a), newImageCmd(a), newInitrdCmd(a), newNodesCmd(a), newLabCmd(a),
+	root.AddCommand(newServeCmd(a), newImageCmd(a), newInitrdCmd(a), newNodesCmd(a), newLabCmd(),
 		newConfigCmd(a), newVersionCmd(), newGenDocsCmd(root))
 	root.InitDefaultCompletionCmd()
 	strictArgs(root)
