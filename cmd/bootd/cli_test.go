@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -293,5 +294,30 @@ func TestGenDocs(t *testing.T) {
 	script, err := os.ReadFile(filepath.Join(compl, "bootd"))
 	if err != nil || !bytes.Contains(script, []byte("__start_bootd")) {
 		t.Errorf("bash completion: %v, %.100q", err, script)
+	}
+}
+
+// TestFailureUnderJournal: with stderr the journal, the error that ends
+// bootd carries priority err like the log lines do.
+func TestFailureUnderJournal(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	cmd := exec.Command(bootdBin, "serve", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	cmd.Stderr = f
+	cmd.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	if err := cmd.Run(); err == nil {
+		t.Fatal("serve with a missing config succeeded")
+	}
+	b, _ := os.ReadFile(f.Name())
+	if !strings.HasPrefix(string(b), "<3>bootd serve: ") {
+		t.Errorf("under the journal, serve's failure reads %q; want it at priority <3>", b)
 	}
 }

@@ -59,7 +59,12 @@ func run(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n\n%s", cmd.CommandPath(), ue.err, cmd.UsageString())
 		return exitUsage
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", cmd.CommandPath(), err)
+	// The error that ends bootd is the one "journalctl -p err" must find.
+	prio := ""
+	if f, ok := stderr.(*os.File); ok && underJournal(os.Getenv("JOURNAL_STREAM"), f) {
+		prio = priority(slog.LevelError)
+	}
+	fmt.Fprintf(stderr, "%s%s: %v\n", prio, cmd.CommandPath(), err)
 	return exitFailure
 }
 
