@@ -1,283 +1,258 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
+	"maps"
 	"os"
-	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
+
+	"github.com/spf13/cobra"
 
 	"github.com/bootd/bootd/config"
 	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/image"
-	"github.com/bootd/bootd/initrd"
 	"github.com/bootd/bootd/store"
 )
 
-const imageUsage = `usage:
-  bootd image build NAME [--suite trixie|bookworm] [--mirror URL] [--include pkg,...] [--hook SCRIPT] [--no-publish]
-  bootd image update NAME [--install pkg,...] [--upgrade] [--run 'CMD']... [--no-publish]
-  bootd image list
-  bootd image publish NAME GEN
-  bootd image rollback NAME
-  bootd image rm NAME GEN [--force]
-  bootd image gc NAME [--keep K]
-  bootd image diff NAME GEN1 GEN2
-  bootd image push NAME[/GEN] REPO[:TAG] [--insecure] [--username U --password-stdin]
-  bootd image pull REF [--name NAME] [--no-publish] [--insecure] [--username U --password-stdin]
-  bootd image import REF|ARCHIVE|OCI-DIR --name NAME [--no-publish] [--insecure]
-
-push uploads a generation (default: the current one) to an OCI registry,
-tagged GEN (and latest, for the current generation) unless REPO names a
-tag; layers the registry has are not sent. pull makes the generation a
-REF names, under the same name and number, and checks that bootd's NFS
-server will answer the same file handles for it as on the master that
-pushed it. import turns any Debian container image (a registry
-reference, a docker save archive or an OCI layout directory) into a new
-generation, prepared as image build prepares one. Registry credentials
-come from the Docker config file ($DOCKER_CONFIG/config.json or
-~/.docker/config.json) unless --username is given.`
-
-func runImage(args []string) error {
-	if len(args) == 0 {
-		return errors.New(imageUsage)
+func newImageCmd(a *app) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "image",
+		Short: "build, list, publish, roll back, share and remove image generations",
+		Long: `Images live in STATE/images/NAME/GEN (state_dir of the config): each build or
+update makes a new generation, and "current" names the one new boots get.
+Nodes keep the generation they booted until they reboot.`,
 	}
-	sub, args := args[0], args[1:]
-	var c common
-	fs := newFlags("image "+sub, "", imageUsage, &c)
-	var suite, mirror, include *string
-	var hooks multiFlag
-	var noPublish, upgrade, force *bool
-	var runs multiFlag
-	var keep *int
-	switch sub {
-	case "update":
-		include = fs.String("install", "", "packages to install, comma-separated")
-		upgrade = fs.Bool("upgrade", false, "apt-get dist-upgrade")
-		fs.Var(&runs, "run", "shell `CMD` run in the image after apt (repeatable)")
-		noPublish = fs.Bool("no-publish", false, "make the generation but leave current where it is")
-	case "rm":
-		force = fs.Bool("force", false, "remove it even though nodes run it (they will fail)")
-	case "gc":
-		keep = fs.Int("keep", 3, "keep this many newest generations besides the current one and those nodes run")
-	}
-	var reg registryFlags
-	var importName *string
-	switch sub {
-	case "push", "pull", "import":
-		reg.add(fs)
-		if sub != "push" {
-			noPublish = fs.Bool("no-publish", false, "make the generation but leave current where it is")
-			importName = fs.String("name", "", "image `NAME` (pull: default the name it was pushed under)")
-		}
-	}
-	if sub == "build" {
-		suite = fs.String("suite", "trixie", "Debian suite: trixie (13, today's stable) or bookworm (12)")
-		mirror = fs.String("mirror", "", "Debian mirror `URL` (default image.mirror, or "+image.DefaultMirror+")")
-		include = fs.String("include", "", "extra packages, comma-separated")
-		fs.Var(&hooks, "hook", "`SCRIPT` run with the prepared root as $1 (repeatable; a bare NAME is ./NAME, never looked up in $PATH)")
-		noPublish = fs.Bool("no-publish", false, "build the generation but leave current where it is")
-	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	cfg, log, err := c.load()
-	if err != nil {
-		return err
-	}
-	st := store.New(cfg.StateDir)
-	gen := func(s string) (int, error) {
-		g, err := strconv.Atoi(s)
-		if err != nil || g <= 0 {
-			return 0, fmt.Errorf("generation %q: want a positive number", s)
-		}
-		return g, nil
-	}
-	switch {
-	case sub == "build" && len(pos) == 1:
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		var inc []string
-		if *include != "" {
-			inc = strings.Split(*include, ",")
-		}
-		g, err := image.Build(ctx, st, image.BuildOptions{
-			Name: pos[0], Suite: *suite, Mirror: *mirror, Include: inc, Hooks: hooks,
-			Settings: cfg.Image,
-			CacheDir: filepath.Join(cfg.StateDir, "cache", "debs"),
-			Progress: os.Stdout,
-			Initrd:   func(root, boot string) (string, error) { return buildBootFiles(cfg, root, boot) },
-			Publish:  !*noPublish,
-		})
-		if err != nil {
-			return err
-		}
-		log.Info("image built", "image", pos[0], "generation", g)
-		return nil
-	case sub == "update" && len(pos) == 1:
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		var inc []string
-		if *include != "" {
-			inc = strings.Split(*include, ",")
-		}
-		g, err := image.Update(ctx, st, image.UpdateOptions{
-			Name: pos[0], Install: inc, Upgrade: *upgrade, Run: runs, Settings: cfg.Image,
-			Progress: os.Stdout, Publish: !*noPublish,
-			Initrd: func(root, boot string) (string, error) { return buildBootFiles(cfg, root, boot) },
-		})
-		if err != nil {
-			return err
-		}
-		log.Info("image updated", "image", pos[0], "generation", g)
-		return nil
-	case sub == "push" && len(pos) == 2:
-		return pushImage(cfg, st, pos[0], pos[1], reg)
-	case sub == "pull" && len(pos) == 1:
-		return pullImage(cfg, st, pos[0], *importName, !*noPublish, reg)
-	case sub == "import" && len(pos) == 1:
-		if *importName == "" {
-			return errors.New("bootd image import: --name NAME is required")
-		}
-		return importImage(cfg, st, pos[0], *importName, !*noPublish, reg)
-	case sub == "diff" && len(pos) == 3:
-		a, err := gen(pos[1])
-		if err != nil {
-			return err
-		}
-		b, err := gen(pos[2])
-		if err != nil {
-			return err
-		}
-		d, err := image.DiffGenerations(st, pos[0], a, b)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%s %d -> %d: %d packages, %d paths changed\n", pos[0], a, b, len(d.Packages), len(d.Files))
-		for _, l := range d.Packages {
-			fmt.Println(l)
-		}
-		if len(d.Packages) > 0 && len(d.Files) > 0 {
-			fmt.Println()
-		}
-		for _, l := range d.Files {
-			fmt.Println(l)
-		}
-		return nil
-	case sub == "gc" && len(pos) == 1:
-		removed, err := image.GC(st, pos[0], *keep, inUse(cfg))
-		for _, g := range removed {
-			fmt.Printf("%s: generation %d removed\n", pos[0], g)
-		}
-		if err == nil && len(removed) == 0 {
-			fmt.Printf("%s: nothing to remove\n", pos[0])
-		}
-		return err
-	case sub == "list" && len(pos) == 0:
-		infos, err := image.List(st)
-		if err != nil {
-			return err
-		}
-		running := inUse(cfg)
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "IMAGE\tGEN\tCURRENT\tSIZE\tNEW\tBUILT\tFROM\tKERNEL\tBOOTABLE\tNODES")
-		for _, i := range infos {
-			cur, size, built, from, boot := "", "-", "-", "-", "no"
-			if i.Current {
-				cur = "*"
-			}
-			if i.Meta.Bytes > 0 {
-				size = fmt.Sprintf("%d MiB", i.Meta.Bytes>>20)
-			}
-			if !i.Meta.Built.IsZero() {
-				built = i.Meta.Built.Format("2006-01-02 15:04")
-				from = fmt.Sprintf("%s %s", i.Meta.Suite, i.Meta.Mirror)
-				if i.Meta.Parent > 0 {
-					from = fmt.Sprintf("gen %d + %s", i.Meta.Parent, i.Meta.Update)
-				}
-			}
-			if i.HasBoot {
-				boot = "yes"
-			}
-			nodes := running(i.Name, i.Generation)
-			who := fmt.Sprint(len(nodes))
-			if len(nodes) > 0 {
-				who += " (" + strings.Join(nodes, " ") + ")"
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d MiB\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Generation, cur, size, i.NewBytes>>20, built, from, i.Meta.Kernel, boot, who)
-		}
-		return tw.Flush()
-	case sub == "publish" && len(pos) == 2:
-		g, err := gen(pos[1])
-		if err != nil {
-			return err
-		}
-		if err := st.Publish(pos[0], g); err != nil {
-			return err
-		}
-		fmt.Printf("%s: new boots get generation %d\n", pos[0], g)
-		return nil
-	case sub == "rollback" && len(pos) == 1:
-		g, err := image.Rollback(st, pos[0])
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%s: rolled back, new boots get generation %d\n", pos[0], g)
-		return nil
-	case sub == "rm" && len(pos) == 2:
-		g, err := gen(pos[1])
-		if err != nil {
-			return err
-		}
-		if nodes := inUse(cfg)(pos[0], g); len(nodes) > 0 && !*force {
-			return fmt.Errorf("%s generation %d: nodes run it (%s); reboot them into another generation first, or --force", pos[0], g, strings.Join(nodes, ", "))
-		}
-		if err := image.Remove(st, pos[0], g); err != nil {
-			return err
-		}
-		fmt.Printf("%s: generation %d removed\n", pos[0], g)
-		return nil
-	}
-	return errors.New(imageUsage)
+	c.AddCommand(a.imageBuildCmd(), a.imageUpdateCmd(), a.imageListCmd(), a.imagePublishCmd(),
+		a.imageRollbackCmd(), a.imageRmCmd(), a.imageGCCmd(), a.imageDiffCmd(),
+		a.imagePushCmd(), a.imagePullCmd(), a.imageImportCmd())
+	return c
 }
 
-type multiFlag []string
+// storeVerb is an image verb of n arguments that works on the image store
+// the config names.
+func (a *app) storeVerb(use, short string, n int, fn func(cfg *config.Config, st *store.Store, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.ExactArgs(n),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			return fn(cfg, store.New(cfg.StateDir), args)
+		},
+	}
+}
 
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+func (a *app) imageBuildCmd() *cobra.Command {
+	var o image.BuildOptions
+	var noPublish bool
+	c := a.storeVerb("build NAME", "build a new generation of an image from Debian with mmdebstrap", 1,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			o.Name, o.Publish, o.Settings = args[0], !noPublish, cfg.Image
+			o.CacheDir = filepath.Join(cfg.StateDir, "cache", "debs")
+			o.Progress, o.Initrd = os.Stdout, a.bootFiles(cfg)
+			g, err := image.Build(ctx, st, o)
+			if err != nil {
+				return err
+			}
+			a.log.Info("image built", "image", o.Name, "generation", g)
+			return nil
+		})
+	c.Long = `Build a new generation of image NAME from a Debian mirror with mmdebstrap,
+prepare it for a read-only NFS root, generate its initrd and, unless
+--no-publish, make it the generation new boots get.`
+	fs := c.Flags()
+	o.Suite = "trixie"
+	choiceVar(c, fs, &o.Suite, "suite", "Debian suite: trixie (13, today's stable) or bookworm (12)", slices.Sorted(maps.Keys(image.Suites))...)
+	fs.StringVar(&o.Mirror, "mirror", "", "Debian mirror `URL` (default image.mirror, or "+image.DefaultMirror+")")
+	fs.StringSliceVar(&o.Include, "include", nil, "extra `packages`, comma-separated or repeated")
+	fs.StringArrayVar(&o.Hooks, "hook", nil, "`SCRIPT` run with the prepared root as $1 (repeatable; a bare NAME is ./NAME, never looked up in $PATH)")
+	fs.BoolVar(&noPublish, "no-publish", false, "build the generation but leave current where it is")
+	return c
+}
 
-// buildBootFiles generates the initrd of a root into boot/ and copies its
-// kernel beside it; it returns the kernel version.
-func buildBootFiles(cfg *config.Config, root, boot string) (string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	var buf bytes.Buffer
-	res, err := initrd.Build(&buf, initrd.Options{Root: root, Init: self, ExtraModules: cfg.Initrd.ExtraModules, Compression: cfg.Initrd.Compression})
-	if err != nil {
-		return "", err
-	}
-	kernel, err := os.ReadFile(res.Kernel)
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(boot, 0o755); err != nil {
-		return "", err
-	}
-	for name, data := range map[string][]byte{"vmlinuz": kernel, "initrd.img": buf.Bytes()} {
-		if err := replaceFile(filepath.Join(boot, name), data, true); err != nil {
-			return "", err
+func (a *app) imageUpdateCmd() *cobra.Command {
+	var o image.UpdateOptions
+	var noPublish bool
+	c := a.storeVerb("update NAME", "make a new generation from the current one: install, upgrade, run commands", 1,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			o.Name, o.Publish, o.Settings = args[0], !noPublish, cfg.Image
+			o.Progress, o.Initrd = os.Stdout, a.bootFiles(cfg)
+			g, err := image.Update(ctx, st, o)
+			if err != nil {
+				return err
+			}
+			a.log.Info("image updated", "image", o.Name, "generation", g)
+			return nil
+		})
+	c.Long = `Make a new generation of image NAME from its current one: apt-get install
+the --install packages, dist-upgrade with --upgrade, then run each --run
+command in it; then generate its initrd and, unless --no-publish, make it
+the generation new boots get.`
+	fs := c.Flags()
+	fs.StringSliceVar(&o.Install, "install", nil, "`packages` to install, comma-separated or repeated")
+	fs.BoolVar(&o.Upgrade, "upgrade", false, "apt-get dist-upgrade")
+	fs.StringArrayVar(&o.Run, "run", nil, "shell `CMD` run in the image after apt (repeatable)")
+	fs.BoolVar(&noPublish, "no-publish", false, "make the generation but leave current where it is")
+	return c
+}
+
+func (a *app) imageListCmd() *cobra.Command {
+	return a.storeVerb("list", "list every generation: size, origin, kernel, whether it boots, the nodes running it", 0,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			infos, err := image.List(st)
+			if err != nil {
+				return err
+			}
+			printImages(infos, inUse(cfg))
+			return nil
+		})
+}
+
+func printImages(infos []image.Info, running func(string, int) []string) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(tw, "IMAGE\tGEN\tCURRENT\tSIZE\tNEW\tBUILT\tFROM\tKERNEL\tBOOTABLE\tNODES")
+	for _, i := range infos {
+		cur, size, built, from, boot := "", "-", "-", "-", "no"
+		if i.Current {
+			cur = "*"
 		}
+		if i.Meta.Bytes > 0 {
+			size = fmt.Sprintf("%d MiB", i.Meta.Bytes>>20)
+		}
+		if !i.Meta.Built.IsZero() {
+			built = i.Meta.Built.Format("2006-01-02 15:04")
+			from = fmt.Sprintf("%s %s", i.Meta.Suite, i.Meta.Mirror)
+			if i.Meta.Parent > 0 {
+				from = fmt.Sprintf("gen %d + %s", i.Meta.Parent, i.Meta.Update)
+			}
+		}
+		if i.HasBoot {
+			boot = "yes"
+		}
+		nodes := running(i.Name, i.Generation)
+		who := fmt.Sprint(len(nodes))
+		if len(nodes) > 0 {
+			who += " (" + strings.Join(nodes, " ") + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d MiB\t%s\t%s\t%s\t%s\t%s\n", i.Name, i.Generation, cur, size, i.NewBytes>>20, built, from, i.Meta.Kernel, boot, who)
 	}
-	return res.KernelVersion, nil
+}
+
+// genArgs checks that the arguments at positions idx are generation
+// numbers (positive), before the config is read.
+func genArgs(idx ...int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		for _, i := range idx {
+			if g, err := strconv.Atoi(args[i]); err != nil || g <= 0 {
+				return fmt.Errorf("generation %q: want a positive number", args[i])
+			}
+		}
+		return nil
+	}
+}
+
+// gen is a generation argument genArgs checked.
+func gen(s string) int {
+	g, _ := strconv.Atoi(s)
+	return g
+}
+
+func (a *app) imagePublishCmd() *cobra.Command {
+	c := a.storeVerb("publish NAME GEN", "make generation GEN the one new boots of image NAME get", 2,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			g := gen(args[1])
+			if err := st.Publish(args[0], g); err != nil {
+				return err
+			}
+			fmt.Printf("%s: new boots get generation %d\n", args[0], g)
+			return nil
+		})
+	c.Args = cobra.MatchAll(c.Args, genArgs(1))
+	return c
+}
+
+func (a *app) imageRollbackCmd() *cobra.Command {
+	return a.storeVerb("rollback NAME", "make the generation before the current one current again", 1,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			g, err := image.Rollback(st, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: rolled back, new boots get generation %d\n", args[0], g)
+			return nil
+		})
+}
+
+func (a *app) imageRmCmd() *cobra.Command {
+	var force bool
+	c := a.storeVerb("rm NAME GEN", "remove a generation no node runs", 2,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			g := gen(args[1])
+			if nodes := inUse(cfg)(args[0], g); len(nodes) > 0 && !force {
+				return fmt.Errorf("%s generation %d: nodes run it (%s); reboot them into another generation first, or --force", args[0], g, strings.Join(nodes, ", "))
+			}
+			if err := image.Remove(st, args[0], g); err != nil {
+				return err
+			}
+			fmt.Printf("%s: generation %d removed\n", args[0], g)
+			return nil
+		})
+	c.Args = cobra.MatchAll(c.Args, genArgs(1))
+	c.Flags().BoolVar(&force, "force", false, "remove it even though nodes run it (they will fail)")
+	return c
+}
+
+func (a *app) imageGCCmd() *cobra.Command {
+	var keep int
+	c := a.storeVerb("gc NAME", "remove old generations: all but the newest --keep, the current one and those nodes run", 1,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			removed, err := image.GC(st, args[0], keep, inUse(cfg))
+			for _, g := range removed {
+				fmt.Printf("%s: generation %d removed\n", args[0], g)
+			}
+			if err == nil && len(removed) == 0 {
+				fmt.Printf("%s: nothing to remove\n", args[0])
+			}
+			return err
+		})
+	c.Flags().IntVar(&keep, "keep", 3, "keep this many newest generations besides the current one and those nodes run")
+	return c
+}
+
+func (a *app) imageDiffCmd() *cobra.Command {
+	c := a.storeVerb("diff NAME GEN1 GEN2", "the packages and paths that differ between two generations", 3,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			g1, g2 := gen(args[1]), gen(args[2])
+			d, err := image.DiffGenerations(st, args[0], g1, g2)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s %d -> %d: %d packages, %d paths changed\n", args[0], g1, g2, len(d.Packages), len(d.Files))
+			for _, l := range d.Packages {
+				fmt.Println(l)
+			}
+			if len(d.Packages) > 0 && len(d.Files) > 0 {
+				fmt.Println()
+			}
+			for _, l := range d.Files {
+				fmt.Println(l)
+			}
+			return nil
+		})
+	c.Args = cobra.MatchAll(c.Args, genArgs(1, 2))
+	return c
 }
 
 // inUse says which nodes run a generation, from the node records the

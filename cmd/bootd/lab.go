@@ -1,154 +1,202 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/bootd/bootd/boot"
 	"github.com/bootd/bootd/lab"
 )
 
-const labUsage = `usage:
-  bootd lab up [--nodes N] [--masters 1|2] [--firmware bios|uefi|mixed] [--boot chain|ipxe|off] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
-  bootd lab status [--dir DIR]
-  bootd lab console NODE [--dir DIR]
-  bootd lab reboot NODE [--dir DIR]     a hard reset, no shutdown
-  bootd lab poweroff NODE [--dir DIR]   the plug pulled
-  bootd lab down [--dir DIR]`
+// labDir is the lab's --dir, which every lab verb takes.
+type labDir struct{ dir string }
 
-func runLab(args []string) error {
-	if len(args) == 0 {
-		return errors.New(labUsage)
+// state is where the lab keeps its processes, logs and consoles.
+func (d *labDir) state() string { return filepath.Join(d.dir, "lab") }
+
+func (d *labDir) load() (*lab.Lab, error) {
+	l, err := lab.Load(d.state())
+	if err != nil {
+		return nil, fmt.Errorf("no lab in %s", d.dir)
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("bootd lab "+sub, flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprintln(fs.Output(), labUsage); fs.PrintDefaults() }
-	dir := fs.String("dir", "/var/lib/bootd-lab", "where the lab keeps its state, image cache, logs and consoles")
-	nodes := fs.Int("nodes", 2, "number of QEMU nodes")
-	masters := fs.Int("masters", 1, "number of masters: 2 share the service address "+lab.ServiceIP+" through keepalived (VRRP), master 2 serving master 1's image")
-	firmware := fs.String("firmware", "mixed", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)")
-	image := fs.String("image", "", "image to boot, built if missing (default: the suite's name)")
-	suite := fs.String("suite", "trixie", "Debian suite for a missing image: trixie (13) or bookworm (12)")
-	bootMode := fs.String("boot", "chain", "bootd's http.boot: chain (every firmware to iPXE, kernel and initrd over HTTP), ipxe (only iPXE firmware over HTTP), off (all TFTP)")
-	timeout := fs.Duration("timeout", 6*time.Minute, "per node, power-on to multi-user")
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if args = fs.Args(); len(args) > 0 {
-			pos, args = append(pos, args[0]), args[1:]
-		}
+	return l, nil
+}
+
+func newLabCmd() *cobra.Command {
+	d := &labDir{}
+	c := &cobra.Command{
+		Use:   "lab",
+		Short: "a QEMU cluster in network namespaces on this machine: up, status, console, reboot, poweroff, down",
+		Long: `A test cluster on this machine: a master network namespace running bootd,
+and QEMU nodes (TCG, no KVM needed) that boot from it over a bridge.
+
+The lab writes its own config, DIR/bootd.yaml (--dir), for the bootd it runs;
+lab verbs do not read --config. Point the other verbs at the lab's
+config to look inside, e.g. bootd nodes list --config /var/lib/bootd-lab/bootd.yaml.`,
 	}
-	labDir := filepath.Join(*dir, "lab")
-	switch sub {
-	case "up":
-		if *firmware != "bios" && *firmware != "uefi" && *firmware != "mixed" {
-			return fmt.Errorf("--firmware %q: want bios, uefi or mixed", *firmware)
-		}
-		if _, err := boot.ParseIPXEMode(*bootMode); err != nil {
-			return fmt.Errorf("--boot %w", err)
-		}
-		if *nodes < 1 || *nodes > 200 {
-			return fmt.Errorf("--nodes %d: want 1 to 200", *nodes)
-		}
-		if *masters != 1 && *masters != 2 {
-			return fmt.Errorf("--masters %d: want 1 or 2", *masters)
-		}
-		if l, err := lab.Load(labDir); err == nil && len(l.Procs) > 0 {
-			fmt.Println("lab: taking down the previous lab first")
-			l.Down()
-		}
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		c, err := lab.UpCluster(ctx, lab.Options{Dir: *dir, Nodes: *nodes, Firmware: *firmware, Image: *image,
-			Suite: *suite, Bootd: self, Out: os.Stdout, Timeout: *timeout, Boot: *bootMode, Masters: *masters})
-		if err != nil {
-			return err
-		}
-		c.Wait(ctx)
-		fmt.Println()
-		c.Table(os.Stdout)
-		fmt.Printf("\nThe lab keeps running: 'bootd lab console NODE' to log in (root, password %q), 'bootd lab down' to remove it.\nLogs: %s (bootd.log, dnsmasq.log, NODE.console); node syslog: %s\n",
-			lab.LabPassword, labDir, filepath.Join(*dir, "state", "logs"))
-		for _, r := range c.Reports {
-			if r.Result != "ok" {
-				return fmt.Errorf("%s did not reach multi-user (%s)", r.Name, r.Result)
+	c.PersistentFlags().StringVar(&d.dir, "dir", "/var/lib/bootd-lab", "`DIR` where the lab keeps its state, image cache, logs and consoles")
+	c.MarkPersistentFlagDirname("dir")
+	c.AddCommand(labUpCmd(d), labStatusCmd(d), labConsoleCmd(d),
+		labPowerCmd("reboot", "reset a node: a hard reset, no shutdown", d.load, (*lab.Lab).Reset),
+		labPowerCmd("poweroff", "power a node off: the plug pulled, no shutdown", d.load, (*lab.Lab).PowerOff),
+		labDownCmd(d))
+	return c
+}
+
+func labStatusCmd(d *labDir) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "the lab's processes and whether each still runs",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := d.load()
+			if err != nil {
+				return err
 			}
-		}
-		return nil
-	case "status":
-		l, err := lab.Load(labDir)
-		if err != nil {
-			return fmt.Errorf("no lab in %s", *dir)
-		}
-		for _, p := range l.Procs {
-			state := "running"
-			if err := p.Verify(); err != nil {
-				state = err.Error()
+			for _, p := range l.Procs {
+				state := "running"
+				if err := p.Verify(); err != nil {
+					state = err.Error()
+				}
+				fmt.Printf("%-10s pid %-8d %s\n", p.Name, p.PID, state)
 			}
-			fmt.Printf("%-10s pid %-8d %s\n", p.Name, p.PID, state)
-		}
-		return nil
-	case "console":
-		if len(pos) != 1 {
-			return errors.New("usage: bootd lab console NODE")
-		}
-		l, err := lab.Load(labDir)
-		if err != nil {
-			return fmt.Errorf("no lab in %s", *dir)
-		}
-		n, ok := l.Node(pos[0])
-		if !ok {
-			return fmt.Errorf("no node %q in the lab", pos[0])
-		}
-		return console(n)
-	case "reboot", "poweroff":
-		if len(pos) != 1 {
-			return fmt.Errorf("usage: bootd lab %s NODE", sub)
-		}
-		l, err := lab.Load(labDir)
-		if err != nil {
-			return fmt.Errorf("no lab in %s", *dir)
-		}
-		if sub == "reboot" {
-			err = l.Reset(pos[0])
-		} else {
-			err = l.PowerOff(pos[0])
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Printf("lab: %s: %s (no shutdown: a hard %s)\n", pos[0], sub, map[string]string{"reboot": "reset", "poweroff": "power-off"}[sub])
-		return nil
-	case "down":
-		l, err := lab.Load(labDir)
-		if err != nil {
-			fmt.Println("lab: nothing to take down")
 			return nil
-		}
-		if err := l.Down(); err != nil {
-			return err
-		}
-		fmt.Println("lab: down")
-		return nil
+		},
 	}
-	return errors.New(labUsage)
+}
+
+func labConsoleCmd(d *labDir) *cobra.Command {
+	return &cobra.Command{
+		Use:   "console NODE",
+		Short: "attach the terminal to a node's serial console (Ctrl-] leaves)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := d.load()
+			if err != nil {
+				return err
+			}
+			n, ok := l.Node(args[0])
+			if !ok {
+				return fmt.Errorf("no node %q in the lab", args[0])
+			}
+			return console(n)
+		},
+	}
+}
+
+func labDownCmd(d *labDir) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "stop the lab's nodes and master and remove its namespaces",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.Load(d.state())
+			if err != nil {
+				fmt.Println("lab: nothing to take down")
+				return nil
+			}
+			if err := l.Down(); err != nil {
+				return err
+			}
+			fmt.Println("lab: down")
+			return nil
+		},
+	}
+}
+
+// labPowerCmd is a verb that acts on one node's power, as its plug or
+// reset button would: the node gets no shutdown.
+func labPowerCmd(verb, short string, load func() (*lab.Lab, error), act func(*lab.Lab, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " NODE",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := load()
+			if err != nil {
+				return err
+			}
+			if err := act(l, args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("lab: %s: %s (no shutdown)\n", args[0], verb)
+			return nil
+		},
+	}
+}
+
+func labUpCmd(d *labDir) *cobra.Command {
+	o := lab.Options{Nodes: 2, Masters: 1, Firmware: "mixed", Suite: "trixie", Boot: "chain", Timeout: 6 * time.Minute}
+	c := &cobra.Command{
+		Use:   "up",
+		Short: "start a lab: bootd in a master namespace, QEMU nodes booting from it",
+		Long: `Start a lab (taking down the one there first): bootd in a master namespace,
+an image (built on first run, then cached in --dir), and --nodes QEMU nodes
+that boot from it. Waits until every node reaches multi-user or --timeout,
+prints a table of the boots, and leaves the lab running; exits 1 when a
+node did not boot.`,
+		Example: "  bootd lab up --nodes 4 --firmware uefi --suite bookworm",
+		Args: cobra.MatchAll(noArgs, func(cmd *cobra.Command, args []string) error {
+			if _, err := boot.ParseIPXEMode(o.Boot); err != nil {
+				return fmt.Errorf("--boot %w", err)
+			}
+			if o.Nodes < 1 || o.Nodes > 200 {
+				return fmt.Errorf("--nodes %d: want 1 to 200", o.Nodes)
+			}
+			if o.Masters != 1 && o.Masters != 2 {
+				return fmt.Errorf("--masters %d: want 1 or 2", o.Masters)
+			}
+			return nil
+		}),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Dir = d.dir
+			return labUp(o)
+		},
+	}
+	fs := c.Flags()
+	fs.IntVar(&o.Nodes, "nodes", o.Nodes, "number of QEMU nodes (1 to 200)")
+	fs.IntVar(&o.Masters, "masters", o.Masters, "number of masters: 2 share the service address "+lab.ServiceIP+" through keepalived (VRRP), master 2 serving master 1's image")
+	choiceVar(c, fs, &o.Firmware, "firmware", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)", "bios", "uefi", "mixed")
+	fs.StringVar(&o.Image, "image", "", "image `NAME` to boot, built if missing (default: the suite's name)")
+	choiceVar(c, fs, &o.Suite, "suite", "Debian suite of an image that is missing: trixie (13) or bookworm (12)", "trixie", "bookworm")
+	choiceVar(c, fs, &o.Boot, "boot", "bootd's http.boot: chain (every firmware to iPXE, kernel and initrd over HTTP), ipxe (only iPXE firmware over HTTP), off (all TFTP)", "chain", "ipxe", "off")
+	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "per node, power-on to multi-user")
+	return c
+}
+
+func labUp(o lab.Options) error {
+	labDir := filepath.Join(o.Dir, "lab")
+	if l, err := lab.Load(labDir); err == nil && len(l.Procs) > 0 {
+		fmt.Println("lab: taking down the previous lab first")
+		l.Down()
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Bootd, o.Out = self, os.Stdout
+	ctx, stop := signalContext()
+	defer stop()
+	c, err := lab.UpCluster(ctx, o)
+	if err != nil {
+		return err
+	}
+	c.Wait(ctx)
+	fmt.Println()
+	c.Table(os.Stdout)
+	fmt.Printf("\nThe lab keeps running: 'bootd lab console NODE' to log in (root, password %q), 'bootd lab down' to remove it.\nLogs: %s (bootd.log, dnsmasq.log, NODE.console); node syslog: %s\n",
+		lab.LabPassword, labDir, filepath.Join(o.Dir, "state", "logs"))
+	for _, r := range c.Reports {
+		if r.Result != "ok" {
+			return fmt.Errorf("%s did not reach multi-user (%s)", r.Name, r.Result)
+		}
+	}
+	return nil
 }
 
 // console attaches the terminal to a node's serial console; Ctrl-] leaves.

@@ -1,49 +1,33 @@
 // Command bootd turns a Linux box into the boot master of a diskless Debian
-// cluster. This package only parses the command line and wires the
-// packages together; each verb lives in its own file.
+// cluster. This package only parses the command line (one cobra command
+// tree, so every verb takes its flags, help, completion and man page the
+// same way) and wires the packages together; each verb lives in its own
+// file.
 package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/bootd/bootd/config"
 	"github.com/bootd/bootd/initrd/pid1"
 	"github.com/bootd/bootd/lograte"
 )
 
-type verb struct {
-	summary string
-	run     func(args []string) error
-}
-
-var verbs = map[string]verb{
-	"serve":  {"serve images to the cluster: proxy-DHCP, TFTP and NFS as configured", runServe},
-	"image":  {"build, list, publish, roll back and remove image generations", runImage},
-	"initrd": {"'initrd build' generates a generation's initrd and copies its kernel", runInitrd},
-	"lab":    {"a QEMU cluster in network namespaces on this machine: lab up, status, console, down", runLab},
-	"nodes":  {"the nodes: 'nodes list' and 'nodes show NODE' from the running bootd; 'nodes export' for the site's DHCP server", runNodes},
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: bootd VERB [flags]\n\nVerbs:\n")
-	var names []string
-	for n := range verbs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, verbs[n].summary)
-	}
-	fmt.Fprintf(w, "\nEvery verb takes --config FILE (default %s). Run 'bootd VERB --help' for its flags.\n", config.DefaultPath)
-}
+// Exit codes: scripts tell a mistyped command line from a failure.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
 
 func main() {
 	// In the initrd, bootd is /init: the multi-call binary puts the node
@@ -52,28 +36,178 @@ func main() {
 	if runsAsInit(os.Getpid(), os.Args) {
 		pid1.Main()
 	}
-	if len(os.Args) < 2 {
-		usage(os.Stderr)
-		os.Exit(2)
+	os.Exit(run(newRoot(&app{}), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command line of the tree root and returns the exit
+// code: 0, exitUsage with the command's usage on stderr for a command line
+// bootd cannot take, exitFailure with "bootd VERB: error" for anything
+// that went wrong after.
+func run(root *cobra.Command, args []string, stdout, stderr io.Writer) int {
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return 0
 	}
-	name := os.Args[1]
-	if isHelp(name) {
-		usage(os.Stdout)
-		return
+	if cmd == nil {
+		cmd = root
 	}
-	v, ok := verbs[name]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "bootd: unknown verb %q\n\n", name)
-		usage(os.Stderr)
-		os.Exit(2)
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "%s: %v\n\n%s", cmd.CommandPath(), ue.err, cmd.UsageString())
+		return exitUsage
 	}
-	if err := v.run(os.Args[2:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
+	// The error that ends bootd is the one "journalctl -p err" must find.
+	prio := ""
+	if f, ok := stderr.(*os.File); ok && underJournal(os.Getenv("JOURNAL_STREAM"), f) {
+		prio = priority(slog.LevelError)
+	}
+	fmt.Fprintf(stderr, "%s%s: %v\n", prio, cmd.CommandPath(), err)
+	return exitFailure
+}
+
+// usageError is a command line bootd cannot take: an unknown verb or flag,
+// a bad flag value, the wrong number of arguments.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// app holds what the root's flags set for every verb.
+type app struct {
+	configPath string
+	logLevel   string
+	logFormat  string
+	log        *slog.Logger
+	logs       *lograte.Handler // bounds what clients can make bootd log
+}
+
+func newRoot(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "bootd",
+		Short: "the boot master of a diskless Debian cluster",
+		Long: `bootd turns a Linux box into the boot master of a diskless Debian cluster:
+proxy or full DHCP, TFTP, HTTP boot, a read-only NFSv3 server for the root
+file system, the initramfs whose init is bootd itself, and Debian image
+generations built with mmdebstrap.
+
+Exit status: 0 on success, 1 when a command fails, 2 for a command line
+bootd cannot take (unknown verb or flag, bad value, wrong arguments).`,
+		Version:       versionString(),
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Logging is set up here, before a verb runs and never for
+		// --help: help reads nothing.
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			a.setupLog(os.Stderr)
+			return nil
+		},
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.configPath, "config", config.DefaultPath, "the config `FILE` (lab verbs do not read it)")
+	a.logLevel, a.logFormat = "info", "text"
+	choiceVar(root, pf, &a.logLevel, "log-level", "least severe log level written", "debug", "info", "warn", "error")
+	choiceVar(root, pf, &a.logFormat, "log-format", "log lines as slog text or JSON", "text", "json")
+	root.MarkPersistentFlagFilename("config", "yaml", "yml")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddCommand(newServeCmd(a), newImageCmd(a), newInitrdCmd(a), newNodesCmd(a), newLabCmd(),
+		newConfigCmd(a), newVersionCmd(), newGenDocsCmd(root))
+	root.InitDefaultCompletionCmd()
+	strictArgs(root)
+	// After strictArgs: "bootd help VERB..." takes any words, and says
+	// when they name no verb.
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [VERB...]",
+		Short: "help about any verb, as VERB --help gives it",
+		RunE: func(_ *cobra.Command, args []string) error {
+			cmd, rest, err := root.Find(args)
+			if err != nil || len(rest) > 0 {
+				return usagef("no verb %q", strings.Join(args, " "))
+			}
+			return cmd.Help()
+		},
+	})
+	return root
+}
+
+// strictArgs makes every wrong argument count a usage error (a verb's
+// Args also checks its flags' values against each other: Args runs before
+// anything else of the verb), and a verb
+// that only groups others (image, nodes) refuse a word it does not know
+// instead of printing help and succeeding. Its help can still be asked for
+// as "bootd VERB help".
+func strictArgs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictArgs(sub)
+	}
+	if c.HasAvailableSubCommands() && c.RunE == nil && c.Run == nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && args[0] == "help" {
+				return nil
+			}
+			return cobra.NoArgs(cmd, args)
 		}
-		fmt.Fprintf(os.Stderr, "bootd %s: %v\n", name, err)
-		os.Exit(1)
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				return cmd.Help()
+			}
+			return usagef("name a verb")
+		}
 	}
+	check := c.Args
+	if check == nil {
+		check = noArgs
+	}
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected argument %q: %s takes none", args[0], cmd.CommandPath())
+	}
+	return nil
+}
+
+// choice is a flag value that must be one of a fixed set: a wrong value is
+// a usage error at parse time, and completion offers the set.
+type choice struct {
+	p       *string
+	allowed []string
+}
+
+func (c choice) String() string { return *c.p }
+func (c choice) Type() string   { return strings.Join(c.allowed, "|") }
+func (c choice) Set(s string) error {
+	if !slices.Contains(c.allowed, s) {
+		return fmt.Errorf("want %s", strings.Join(c.allowed, ", "))
+	}
+	*c.p = s
+	return nil
+}
+
+// choiceVar defines a choice flag on fs (a flag set of cmd); *p holds the
+// default.
+func choiceVar(cmd *cobra.Command, fs *pflag.FlagSet, p *string, name, usage string, allowed ...string) {
+	fs.Var(choice{p, allowed}, name, usage)
+	cmd.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(allowed, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// config reads and validates the config file the command line names.
+func (a *app) config() (*config.Config, error) {
+	return config.Load(a.configPath)
 }
 
 // runsAsInit says whether bootd was started as a node's init: PID 1, named
@@ -87,62 +221,15 @@ func runsAsInit(pid int, args []string) bool {
 		return false
 	}
 	if len(args) > 1 {
-		if _, ok := verbs[args[1]]; ok || isHelp(args[1]) {
+		switch args[1] {
+		case "-h", "--help", "--version":
 			return false
+		}
+		for _, c := range newRoot(&app{}).Commands() {
+			if c.Name() == args[1] {
+				return false
+			}
 		}
 	}
 	return true
-}
-
-func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "help" }
-
-// common holds the flags every verb takes.
-type common struct {
-	configPath string
-	logLevel   string
-	logs       *lograte.Handler // set by load
-}
-
-func newFlags(verbName, argsUsage, summary string, c *common) *flag.FlagSet {
-	fs := flag.NewFlagSet("bootd "+verbName, flag.ContinueOnError)
-	fs.StringVar(&c.configPath, "config", config.DefaultPath, "config `FILE`")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: bootd %s [flags] %s\n\n%s\n\nFlags:\n", verbName, argsUsage, summary)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-func (c *common) load() (*config.Config, *slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(strings.ToLower(c.logLevel))); err != nil {
-		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
-	}
-	// Bounded per client and in total: every service logs per request,
-	// and any client on the cluster network may be hostile.
-	c.logs = lograte.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}), lograte.Limits{})
-	log := slog.New(c.logs)
-	cfg, err := config.Load(c.configPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cfg, log, nil
-}
-
-// parseInterspersed parses flags that may come before, between or after
-// the positional arguments, and returns the positional ones.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) > 0 {
-			pos = append(pos, args[0])
-			args = args[1:]
-		}
-	}
-	return pos, nil
 }

@@ -11,56 +11,50 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/nodes"
 	"github.com/bootd/bootd/web"
 )
 
-const nodesUsage = `Usage: bootd nodes VERB [flags]
-
-  list          every node with its stage, from the running bootd
-  show NODE     one node (hostname, MAC or IP): its boots, console, syslog and plan
-  export        the node table as host entries for the site's DHCP server`
-
-func runNodes(args []string) error {
-	if len(args) == 0 || isHelp(args[0]) {
-		fmt.Println(nodesUsage)
-		if len(args) == 0 {
-			return errors.New("nodes: name a verb")
-		}
-		return nil
+func newNodesCmd(a *app) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "nodes",
+		Short: "the nodes: list and show them from the running bootd; export them for the site's DHCP server",
 	}
-	switch args[0] {
-	case "export":
-		return runNodesExport(args[1:])
-	case "list":
-		return runNodesList(args[1:])
-	case "show":
-		return runNodesShow(args[1:])
-	}
-	fmt.Fprintln(os.Stderr, nodesUsage)
-	return fmt.Errorf("nodes: unknown verb %q", args[0])
+	c.AddCommand(a.nodesListCmd(), a.nodesShowCmd(), a.nodesExportCmd())
+	return c
 }
 
-func runNodesExport(args []string) error {
-	var c common
-	fs := newFlags("nodes export", "", "Print the node table as host entries for the site's DHCP server, so\nadmins keep their DHCP server and bootd answers PXE as a proxy.", &c)
-	format := fs.String("format", "isc", "output format: "+strings.Join(nodes.Formats, ", "))
-	next := fs.String("next-server", "", "add next-server (the TFTP server) to each entry")
-	file := fs.String("filename", "", "add the boot file name to each entry")
-	if err := fs.Parse(args); err != nil {
-		return err
+func (a *app) nodesExportCmd() *cobra.Command {
+	format := "isc"
+	var o nodes.ExportOptions
+	c := &cobra.Command{
+		Use:   "export",
+		Short: "print the node table as host entries for the site's DHCP server",
+		Long: `Print the node table (nodes: in the config) as host entries for the site's
+DHCP server, so admins keep their DHCP server and bootd answers PXE as a
+proxy.`,
+		Example: "  bootd nodes export --format dnsmasq --config /etc/bootd/bootd.yaml",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			return cfg.Table().Export(os.Stdout, format, o)
+		},
 	}
-	cfg, _, err := c.load()
-	if err != nil {
-		return err
-	}
-	return cfg.Table().Export(os.Stdout, *format, nodes.ExportOptions{NextServer: *next, Filename: *file})
+	fs := c.Flags()
+	choiceVar(c, fs, &format, "format", "output format", nodes.Formats...)
+	fs.StringVar(&o.NextServer, "next-server", "", "add next-server (the TFTP server's `IP`) to each entry")
+	fs.StringVar(&o.Filename, "filename", "", "add the boot `FILE` name to each entry")
+	return c
 }
 
 // apiClient reaches the bootd that runs with this config.
-func apiClient(c *common) (*web.Client, error) {
-	cfg, _, err := c.load()
+func (a *app) apiClient() (*web.Client, error) {
+	cfg, err := a.config()
 	if err != nil {
 		return nil, err
 	}
@@ -70,26 +64,31 @@ func apiClient(c *common) (*web.Client, error) {
 	return web.ClientFor(cfg.HTTP.Listen)
 }
 
-func runNodesList(args []string) error {
-	var c common
-	fs := newFlags("nodes list", "", "Print every node (the node table's and any other bootd has seen) with\nthe stage of its latest boot, read from the running bootd.", &c)
-	asJSON := fs.Bool("json", false, "print the API's JSON")
-	if err := fs.Parse(args); err != nil {
-		return err
+func (a *app) nodesListCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "every node with the stage of its latest boot, from the running bootd",
+		Long: `Print every node (the node table's and any other bootd has seen) with the
+stage of its latest boot, read from the running bootd's API (http.listen).`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			l, err := cl.Nodes(context.Background())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(l)
+			}
+			printList(os.Stdout, l)
+			return nil
+		},
 	}
-	cl, err := apiClient(&c)
-	if err != nil {
-		return err
-	}
-	l, err := cl.Nodes(context.Background())
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(l)
-	}
-	printList(os.Stdout, l)
-	return nil
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
+	return c
 }
 
 func printList(w io.Writer, l web.NodeList) {
@@ -123,35 +122,38 @@ func printList(w io.Writer, l web.NodeList) {
 	tw.Flush()
 }
 
-func runNodesShow(args []string) error {
-	var c common
-	fs := newFlags("nodes show", "NODE", "Print one node (hostname, MAC or IP): its latest boots stage by stage,\nits plan, and the tail of its console and syslog.", &c)
-	asJSON := fs.Bool("json", false, "print the API's JSON")
-	lines := fs.Int("lines", 20, "console and syslog lines to print")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+func (a *app) nodesShowCmd() *cobra.Command {
+	var asJSON bool
+	var lines int
+	c := &cobra.Command{
+		Use:   "show NODE",
+		Short: "one node (hostname, MAC or IP): its boots, plan, console and syslog",
+		Long: `Print one node (hostname, MAC or IP), read from the running bootd's API: its
+latest boots stage by stage, its boot plan, and the tail of its console and
+syslog.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := a.apiClient()
+			if err != nil {
+				return err
+			}
+			d, err := cl.Node(context.Background(), args[0])
+			if errors.Is(err, web.ErrNoNode) {
+				return fmt.Errorf("no node %q: not in the node table, and bootd has not seen it", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(d)
+			}
+			printNode(os.Stdout, d, lines)
+			return nil
+		},
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("nodes show: name one node")
-	}
-	cl, err := apiClient(&c)
-	if err != nil {
-		return err
-	}
-	d, err := cl.Node(context.Background(), pos[0])
-	if errors.Is(err, web.ErrNoNode) {
-		return fmt.Errorf("no node %q: not in the node table, and bootd has not seen it", pos[0])
-	}
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(d)
-	}
-	printNode(os.Stdout, d, *lines)
-	return nil
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON")
+	c.Flags().IntVar(&lines, "lines", 20, "console and syslog lines to print")
+	return c
 }
 
 func printNode(w io.Writer, d web.NodeDetail, lines int) {

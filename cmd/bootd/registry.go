@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/bootd/bootd/config"
 	"github.com/bootd/bootd/image"
 	"github.com/bootd/bootd/nfs"
@@ -20,23 +22,42 @@ import (
 	"github.com/bootd/bootd/store"
 )
 
+// registryCredentials is said once for push, pull and import.
+const registryCredentials = `Registry credentials come from the Docker config file
+($DOCKER_CONFIG/config.json or ~/.docker/config.json) unless --username is
+given.`
+
 type registryFlags struct {
-	insecure      *bool
-	username      *string
-	passwordStdin *bool
+	insecure      bool
+	username      string
+	passwordStdin bool
 }
 
-func (r *registryFlags) add(fs *flag.FlagSet) {
-	r.insecure = fs.Bool("insecure", false, "do not verify the registry's TLS certificate; allow plain HTTP (it is used without this flag only for loopback and private addresses)")
-	r.username = fs.String("username", "", "registry user (default: the Docker config file's credentials)")
-	r.passwordStdin = fs.Bool("password-stdin", false, "read the registry password from standard input")
+func (r *registryFlags) add(fs *pflag.FlagSet) {
+	fs.BoolVar(&r.insecure, "insecure", false, "do not verify the registry's TLS certificate; allow plain HTTP (it is used without this flag only for loopback and private addresses)")
+	fs.StringVar(&r.username, "username", "", "registry `USER` (default: the Docker config file's credentials)")
+	fs.BoolVar(&r.passwordStdin, "password-stdin", false, "read the registry password from standard input")
 }
 
-func (r registryFlags) options(cfg *config.Config) (oci.Options, error) {
-	o := oci.Options{Insecure: *r.insecure, Username: *r.username, Progress: os.Stdout, TempDir: filepath.Join(cfg.StateDir, "cache")}
-	if *r.passwordStdin {
+// receiveFlags are those of a verb that makes a generation from a
+// registry: the registry's, --name and --no-publish.
+type receiveFlags struct {
+	registryFlags
+	name      string
+	noPublish bool
+}
+
+func (r *receiveFlags) add(fs *pflag.FlagSet, nameUsage string) {
+	r.registryFlags.add(fs)
+	fs.StringVar(&r.name, "name", "", nameUsage)
+	fs.BoolVar(&r.noPublish, "no-publish", false, "make the generation but leave current where it is")
+}
+
+func (r *registryFlags) options(cfg *config.Config) (oci.Options, error) {
+	o := oci.Options{Insecure: r.insecure, Username: r.username, Progress: os.Stdout, TempDir: filepath.Join(cfg.StateDir, "cache")}
+	if r.passwordStdin {
 		if o.Username == "" {
-			return o, errors.New("--password-stdin needs --username")
+			return o, usagef("--password-stdin needs --username")
 		}
 		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 		if err != nil && line == "" {
@@ -54,9 +75,57 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+func (a *app) imagePushCmd() *cobra.Command {
+	var reg registryFlags
+	c := a.storeVerb("push NAME[/GEN] REPO[:TAG]", "upload a generation to an OCI registry", 2,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			return pushImage(cfg, st, args[0], args[1], &reg)
+		})
+	c.Long = `Upload a generation (default: the current one) to an OCI registry, tagged
+GEN (and latest, for the current generation) unless REPO names a tag.
+Layers the registry has already are not sent. ` + registryCredentials
+	c.Example = "  bootd image push bookworm registry.example.org/hpc/bookworm"
+	reg.add(c.Flags())
+	return c
+}
+
+func (a *app) imagePullCmd() *cobra.Command {
+	var r receiveFlags
+	c := a.storeVerb("pull REF", "make the generation a registry reference names, under the same number", 1,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			return pullImage(cfg, st, args[0], r.name, !r.noPublish, &r.registryFlags)
+		})
+	c.Long = `Make the generation REF names (pushed by bootd image push on another
+master), under the same name and number, and check that bootd's NFS server
+will answer the same file handles for it as on the master that pushed it:
+nodes fail over between masters without remounting. ` + registryCredentials
+	r.add(c.Flags(), "image `NAME` (default: the name it was pushed under)")
+	return c
+}
+
+func (a *app) imageImportCmd() *cobra.Command {
+	var r receiveFlags
+	c := a.storeVerb("import REF|ARCHIVE|OCI-DIR --name NAME", "make a new generation from any Debian container image", 1,
+		func(cfg *config.Config, st *store.Store, args []string) error {
+			return importImage(cfg, st, args[0], r.name, !r.noPublish, &r.registryFlags, a.bootFiles(cfg))
+		})
+	c.Args = cobra.MatchAll(c.Args, func(cmd *cobra.Command, args []string) error {
+		if r.name == "" {
+			return errors.New("--name NAME is required")
+		}
+		return nil
+	})
+	c.Long = `Turn a Debian container image (a registry reference, a docker save archive
+or an OCI layout directory) into a new generation of image NAME, prepared
+as image build prepares one, with its initrd. ` + registryCredentials
+	c.Example = "  bootd image import registry.example.org/hpc/debian-mpi:12 --name mpi\n  bootd image import ./image.tar --name mpi"
+	r.add(c.Flags(), "image `NAME` (required)")
+	return c
+}
+
 // pushImage pushes NAME[/GEN] to repo: tagged GEN, and latest when GEN is
 // current, unless repo names its tag.
-func pushImage(cfg *config.Config, st *store.Store, what, repo string, reg registryFlags) error {
+func pushImage(cfg *config.Config, st *store.Store, what, repo string, reg *registryFlags) error {
 	name, genStr, hasGen := strings.Cut(what, "/")
 	cur, curErr := st.Current(name)
 	gen := cur
@@ -105,7 +174,7 @@ func pushImage(cfg *config.Config, st *store.Store, what, repo string, reg regis
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // pullImage makes the generation ref names, under its own number.
-func pullImage(cfg *config.Config, st *store.Store, ref, name string, publish bool, reg registryFlags) error {
+func pullImage(cfg *config.Config, st *store.Store, ref, name string, publish bool, reg *registryFlags) error {
 	opt, err := reg.options(cfg)
 	if err != nil {
 		return err
@@ -163,7 +232,7 @@ func pullImage(cfg *config.Config, st *store.Store, ref, name string, publish bo
 }
 
 // importImage makes a new generation from any Debian container image.
-func importImage(cfg *config.Config, st *store.Store, src, name string, publish bool, reg registryFlags) error {
+func importImage(cfg *config.Config, st *store.Store, src, name string, publish bool, reg *registryFlags, bootFiles func(root, boot string) (string, error)) error {
 	if err := store.ValidName(name); err != nil {
 		return err
 	}
@@ -183,7 +252,7 @@ func importImage(cfg *config.Config, st *store.Store, src, name string, publish 
 			fmt.Printf("bootd image: unpacking %s\n", src)
 			return oci.Flatten(ctx, src, root, opt)
 		},
-		Initrd: func(root, boot string) (string, error) { return buildBootFiles(cfg, root, boot) },
+		Initrd: bootFiles,
 		Meta:   image.Meta{Mirror: src, Tool: "import"},
 	})
 	if err != nil {

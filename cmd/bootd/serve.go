@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bootd/bootd/boot"
@@ -25,6 +25,7 @@ import (
 	"github.com/bootd/bootd/dhcp"
 	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/liveness"
+	"github.com/bootd/bootd/lograte"
 	"github.com/bootd/bootd/nfs"
 	"github.com/bootd/bootd/store"
 	"github.com/bootd/bootd/syslog"
@@ -32,21 +33,34 @@ import (
 	"github.com/bootd/bootd/web"
 )
 
-func runServe(args []string) error {
-	var c common
-	fs := newFlags("serve", "", "Serve the image store to the cluster until interrupted: proxy-DHCP,\nTFTP and NFS as configured.", &c)
-	if err := fs.Parse(args); err != nil {
-		return err
+func newServeCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "serve images to the cluster: DHCP, TFTP, HTTP, NFS and syslog as configured",
+		Long: `Serve the image store to the cluster until interrupted (SIGINT, SIGTERM):
+proxy or full DHCP, TFTP, HTTP boot and the status API, the read-only NFS
+root, syslog and netconsole, each as the config file says. Under systemd,
+log lines carry the journal's priority and no time of their own.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			twoPsOnOneCPU()
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			return serve(context.Background(), cfg, a.log, a.logs)
+		},
 	}
-	twoPsOnOneCPU()
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return errors.New("serve takes no arguments")
-	}
-	cfg, log, err := c.load()
-	if err != nil {
-		return err
-	}
+}
+
+// serve runs every service the config turns on until ctx ends or a signal
+// stops it; logs is the handler under log, whose suppressed lines are a
+// metric.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, logs *lograte.Handler) error {
+	// SIGHUP (`systemctl reload`, a closed terminal) reloads the config;
+	// caught from here on, since its default action ends the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// A valid file may still lack what serving needs (a fresh install's
 	// config has no interface or nfs.allow yet): say all of it at once.
 	if err := cfg.CheckServe(); err != nil {
@@ -55,12 +69,7 @@ func runServe(args []string) error {
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
-	// SIGHUP (`systemctl reload`, a closed terminal) reloads the config;
-	// caught from here on, since its default action ends the process.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	st := store.New(cfg.StateDir)
 	planner, serverIP, err := newPlanner(cfg, st)
@@ -80,7 +89,7 @@ func runServe(args []string) error {
 	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bootd_log_lines_suppressed_total",
 		Help: "Log lines naming a client that were held back: the client, or all clients together, logged faster than bootd writes."},
-		func() float64 { return float64(c.logs.Dropped()) }))
+		func() float64 { return float64(logs.Dropped()) }))
 
 	// A service that cannot go on (a port it cannot bind) stops the others
 	// and bootd exits with its error, for systemd to restart it. Passing

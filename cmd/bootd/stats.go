@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
+
 	"github.com/bootd/bootd/nfs"
 	"github.com/bootd/bootd/syslog"
 	"github.com/bootd/bootd/tftp"
@@ -91,10 +93,7 @@ func (w *statsWriter) run(ctx context.Context, log *slog.Logger) {
 	defer tk.Stop()
 	for {
 		b, _ := json.MarshalIndent(w.collect(), "", "  ")
-		tmp := w.path + ".tmp"
-		if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
-			os.Rename(tmp, w.path)
-		}
+		renameio.WriteFile(w.path, append(b, '\n'), 0o644)
 		select {
 		case <-ctx.Done():
 			return
