@@ -7,8 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -255,33 +253,6 @@ func checkImage(st *store.Store, im *imageState, add func(fatal bool, key, forma
 func regularFile(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular() && st.Size() > 0
-}
-
-// serveBuildVersion is the version line of the start summary and the
-// status API: the module version and VCS revision the Go toolchain
-// stamped into the binary.
-func serveBuildVersion() string {
-	v := "(unknown)"
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return v + " " + runtime.Version()
-	}
-	v = info.Main.Version
-	var rev, dirty string
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "+dirty"
-			}
-		}
-	}
-	if rev != "" {
-		v += " " + rev[:min(12, len(rev))] + dirty
-	}
-	return v + " " + info.GoVersion
 }
 
 // listener is one socket serve listens on.

@@ -316,3 +316,85 @@ func TestFailureUnderJournal(t *testing.T) {
 		t.Errorf("under the journal, serve's failure reads %q; want it at priority <3>", b)
 	}
 }
+
+// The README's migration and DHCP-server steps, as an admin runs them:
+// an export that can be run again, and dhcpd's hosts merged into
+// bootd.yaml.
+func TestNodesExportAndImport(t *testing.T) {
+	cfg, _ := testConfig(t)
+	dir := filepath.Dir(cfg)
+	inc := filepath.Join(dir, "bootd-nodes.conf")
+	for i, want := range []string{"written", "unchanged"} {
+		code, out, errOut := bootd(t, bootdBin, "nodes", "export", "--config", cfg, "--format", "isc", "--output", inc)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("export --output, run %d: exit %d, %q %q; want %q", i+1, code, out, errOut, want)
+		}
+	}
+	if b, _ := os.ReadFile(inc); !strings.Contains(string(b), "52:54:00:00:00:01") {
+		t.Fatalf("the include file lacks node01: %q", b)
+	}
+	if code, _, _ := bootd(t, bootdBin, "nodes", "export", "--config", cfg, "--next-server", "master.example"); code != 2 {
+		t.Errorf("--next-server with a host name: exit %d, want 2", code)
+	}
+
+	dhcpd := filepath.Join(dir, "dhcpd.conf")
+	os.WriteFile(dhcpd, []byte(`subnet 10.0.0.0 netmask 255.255.255.0 {
+  group {
+    host node02 { hardware ethernet 52:54:00:00:00:02; fixed-address 10.0.0.6; }
+  }
+}
+host node03 { hardware ethernet 52:54:00:00:00:03; fixed-address 10.0.0.7; option host-name "n3"; }
+`), 0o644)
+	code, out, errOut := bootd(t, bootdBin, "nodes", "import", "--format", "isc", dhcpd)
+	if code != 0 || !strings.Contains(out, "52:54:00:00:00:02") || !strings.Contains(out, "n3") {
+		t.Fatalf("import: exit %d, %q %q", code, out, errOut)
+	}
+	code, out, errOut = bootd(t, bootdBin, "nodes", "import", "--format", "isc", dhcpd, "--merge", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("import --merge: exit %d, %q %q", code, out, errOut)
+	}
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatalf("the merged config: %v", err)
+	}
+	if got := len(c.Nodes); got != 3 {
+		t.Errorf("after the merge the config has %d nodes, want 3 (node01 kept, node02 and n3 added)", got)
+	}
+	// A host whose address another node of the config has: the merge
+	// would make an invalid config, so the file stays as it was.
+	before, _ := os.ReadFile(cfg)
+	os.WriteFile(dhcpd, []byte("host clash { hardware ethernet 52:54:00:00:00:09; fixed-address 10.0.0.5; }\n"), 0o644)
+	if code, _, _ := bootd(t, bootdBin, "nodes", "import", dhcpd, "--merge", "--config", cfg); code != 1 {
+		t.Errorf("a merge into an invalid config: exit %d, want 1", code)
+	}
+	if after, _ := os.ReadFile(cfg); !bytes.Equal(before, after) {
+		t.Error("a refused merge changed the config")
+	}
+}
+
+// The store's hygiene through the commands an admin types: list names a
+// dangling current instead of hiding it, rm --all removes a whole image.
+func TestImageListProblemsAndRmAll(t *testing.T) {
+	cfg, state := testConfig(t)
+	st := store.New(state)
+	writeGen(t, st, "demo", 1, true)
+	writeGen(t, st, "gone", 1, true)
+	// gone's only generation vanishes behind its back: current dangles.
+	if err := os.RemoveAll(st.GenDir("gone", 1)); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := bootd(t, bootdBin, "image", "list", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "demo") || !strings.Contains(errOut, "gone") {
+		t.Errorf("image list: exit %d, stdout %q, stderr %q; want demo listed and gone's dangling current named", code, out, errOut)
+	}
+	if code, _, _ := bootd(t, bootdBin, "image", "rm", "demo", "--config", cfg); code != 2 {
+		t.Errorf("image rm NAME without GEN or --all: exit %d, want 2", code)
+	}
+	code, out, errOut = bootd(t, bootdBin, "image", "rm", "demo", "--all", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("image rm demo --all: exit %d, %q %q", code, out, errOut)
+	}
+	if _, err := os.Lstat(filepath.Join(state, "images", "demo")); !os.IsNotExist(err) {
+		t.Errorf("images/demo after rm --all: %v", err)
+	}
+}

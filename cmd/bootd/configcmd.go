@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -29,10 +30,15 @@ meant) go to standard error.`,
 			if err != nil {
 				return err
 			}
-			// Warnings is the config package's, where it has one.
-			if w, ok := any(cfg).(interface{ Warnings() []string }); ok {
-				for _, s := range w.Warnings() {
-					fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", cfg.Path, s)
+			for _, s := range cfg.Warnings() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", s)
+			}
+			// Valid for every verb, yet not enough to serve (a fresh
+			// install's file): said, not failed, so image build and
+			// nodes export can be run before the cluster NIC is chosen.
+			if err := cfg.CheckServe(); err != nil {
+				for _, s := range strings.Split(err.Error(), "\n") {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: bootd serve would refuse: %s\n", s)
 				}
 			}
 			out := cmd.OutOrStdout()

@@ -115,7 +115,17 @@ func (a *app) imageListCmd() *cobra.Command {
 				return err
 			}
 			printImages(infos, inUse(cfg))
-			return nil
+			// What the table cannot show (a dangling current, strays,
+			// leftovers of dead builds) is said, not hidden.
+			problems, err := st.Problems()
+			for _, p := range problems {
+				hint := ""
+				if p.Stale {
+					hint = " (bootd image gc deletes it)"
+				}
+				fmt.Fprintf(os.Stderr, "warning: %s: %s%s\n", p.Path, p.What, hint)
+			}
+			return err
 		})
 }
 
@@ -196,9 +206,17 @@ func (a *app) imageRollbackCmd() *cobra.Command {
 }
 
 func (a *app) imageRmCmd() *cobra.Command {
-	var force bool
-	c := a.storeVerb("rm NAME GEN", "remove a generation no node runs", 2,
+	var force, all bool
+	c := a.storeVerb("rm NAME GEN | NAME --all", "remove a generation no node runs, or a whole image", 0,
 		func(cfg *config.Config, st *store.Store, args []string) error {
+			if all {
+				removed, err := image.RemoveImage(st, args[0], force, inUse(cfg))
+				if err != nil {
+					return err
+				}
+				fmt.Printf("%s: removed with its generations %v; its numbers are not handed out again\n", args[0], removed)
+				return nil
+			}
 			g := gen(args[1])
 			if nodes := inUse(cfg)(args[0], g); len(nodes) > 0 && !force {
 				return fmt.Errorf("%s generation %d: nodes run it (%s); reboot them into another generation first, or --force", args[0], g, strings.Join(nodes, ", "))
@@ -209,24 +227,43 @@ func (a *app) imageRmCmd() *cobra.Command {
 			fmt.Printf("%s: generation %d removed\n", args[0], g)
 			return nil
 		})
-	c.Args = cobra.MatchAll(c.Args, genArgs(1))
+	// --all and not a missing GEN: a forgotten number must not remove a
+	// whole image.
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if all {
+			return cobra.ExactArgs(1)(cmd, args)
+		}
+		if err := cobra.ExactArgs(2)(cmd, args); err != nil {
+			return err
+		}
+		return genArgs(1)(cmd, args)
+	}
 	c.Flags().BoolVar(&force, "force", false, "remove it even though nodes run it (they will fail)")
+	c.Flags().BoolVar(&all, "all", false, "remove the whole image NAME: every generation and its name")
 	return c
 }
 
 func (a *app) imageGCCmd() *cobra.Command {
 	var keep int
-	c := a.storeVerb("gc NAME", "remove old generations: all but the newest --keep, the current one and those nodes run", 1,
+	c := a.storeVerb("gc [NAME]", "delete leftovers of dead builds; with NAME, old generations too: all but the newest --keep, the current one and those nodes run", 0,
 		func(cfg *config.Config, st *store.Store, args []string) error {
+			cleaned, err := image.CleanStale(st)
+			for _, p := range cleaned {
+				fmt.Printf("%s: deleted (%s)\n", p.Path, p.What)
+			}
+			if err != nil || len(args) == 0 {
+				return err
+			}
 			removed, err := image.GC(st, args[0], keep, inUse(cfg))
 			for _, g := range removed {
 				fmt.Printf("%s: generation %d removed\n", args[0], g)
 			}
 			if err == nil && len(removed) == 0 {
-				fmt.Printf("%s: nothing to remove\n", args[0])
+				fmt.Printf("%s: no generation to remove\n", args[0])
 			}
 			return err
 		})
+	c.Args = cobra.MaximumNArgs(1)
 	c.Flags().IntVar(&keep, "keep", 3, "keep this many newest generations besides the current one and those nodes run")
 	return c
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bootd/bootd/config"
 	"github.com/bootd/bootd/events"
 	"github.com/bootd/bootd/nodes"
 	"github.com/bootd/bootd/web"
@@ -21,35 +22,160 @@ import (
 func newNodesCmd(a *app) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "nodes",
-		Short: "the nodes: list and show them from the running bootd; export them for the site's DHCP server",
+		Short: "the nodes: list and show them from the running bootd; export and import them for the site's DHCP server",
 	}
-	c.AddCommand(a.nodesListCmd(), a.nodesShowCmd(), a.nodesExportCmd())
+	c.AddCommand(a.nodesListCmd(), a.nodesShowCmd(), a.nodesExportCmd(), a.nodesImportCmd())
 	return c
 }
 
 func (a *app) nodesExportCmd() *cobra.Command {
 	format := "isc"
 	var o nodes.ExportOptions
+	var output, block string
 	c := &cobra.Command{
 		Use:   "export",
-		Short: "print the node table as host entries for the site's DHCP server",
-		Long: `Print the node table (nodes: in the config) as host entries for the site's
+		Short: "write the node table as host entries for the site's DHCP server",
+		Long: `Write the node table (nodes: in the config) as host entries for the site's
 DHCP server, so admins keep their DHCP server and bootd answers PXE as a
-proxy.`,
-		Example: "  bootd nodes export --format dnsmasq --config /etc/bootd/bootd.yaml",
+proxy. Without --output or --block the entries go to standard output.
+
+Both --output and --block can be run again after every edit of the node
+table: --output FILE rewrites a file of bootd's own that the DHCP server
+includes once (dhcpd: include "FILE"; dnsmasq: conf-file=FILE; Kea:
+"reservations": <?include "FILE"?> in a subnet4), --block FILE replaces
+the block between bootd's markers in the DHCP server's own file (dhcpd.conf
+or dnsmasq.conf; not Kea's JSON) or appends one. Files are replaced
+atomically, keep their owner and mode, and are left alone when unchanged.`,
+		Example: `  bootd nodes export --format isc --output /etc/dhcp/bootd-nodes.conf
+  bootd nodes export --format dnsmasq --block /etc/dnsmasq.d/cluster.conf
+  bootd nodes export --format kea --output /etc/kea/bootd-nodes.json`,
+		Args: cobra.MatchAll(noArgs, func(cmd *cobra.Command, args []string) error {
+			if output != "" && block != "" {
+				return usagef("--output and --block: give one")
+			}
+			if err := o.Validate(); err != nil {
+				return usagef("%v", err)
+			}
+			return nil
+		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.config()
 			if err != nil {
 				return err
 			}
-			return cfg.Table().Export(os.Stdout, format, o)
+			t := cfg.Table()
+			var changed bool
+			switch {
+			case output != "":
+				changed, err = t.ExportFile(output, format, o)
+			case block != "":
+				changed, err = t.ExportBlock(block, format, o)
+			default:
+				return t.Export(cmd.OutOrStdout(), format, o)
+			}
+			if err != nil {
+				return err
+			}
+			what := "unchanged"
+			if changed {
+				what = "written; reload the DHCP server"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d nodes, %s\n", output+block, len(cfg.Nodes), what)
+			return nil
 		},
 	}
 	fs := c.Flags()
 	choiceVar(c, fs, &format, "format", "output format", nodes.Formats...)
-	fs.StringVar(&o.NextServer, "next-server", "", "add next-server (the TFTP server's `IP`) to each entry")
+	fs.StringVar(&o.NextServer, "next-server", "", "add next-server (the TFTP server's IPv4 `IP`) to each entry")
 	fs.StringVar(&o.Filename, "filename", "", "add the boot `FILE` name to each entry")
+	fs.StringVar(&output, "output", "", "write the entries to `FILE`, for the DHCP server to include")
+	fs.StringVar(&block, "block", "", "replace bootd's marked block in `FILE` (dhcpd.conf, dnsmasq.conf), or append one")
 	return c
+}
+
+func (a *app) nodesImportCmd() *cobra.Command {
+	format := "isc"
+	var merge bool
+	c := &cobra.Command{
+		Use:   "import FILE",
+		Short: "read the host entries of a dhcpd.conf into the node table",
+		Long: `Read ISC dhcpd's host entries (host NAME { hardware ethernet ...;
+fixed-address ...; option host-name ...; }, in groups, subnets and
+shared networks too) from FILE ("-" for standard input) and print them as
+the nodes: list of bootd.yaml, or with --merge add them to the config file
+(--config), keeping its comments: a MAC already listed gets the host's name
+and address and keeps its image. What the node table has no place for is
+listed on standard error with its line; a MAC, name or address given twice
+is an error naming both hosts.`,
+		Example: `  bootd nodes import --format isc /etc/dhcp/dhcpd.conf
+  bootd nodes import --format isc /etc/dhcp/dhcpd.conf --merge --config /etc/bootd/bootd.yaml`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := importISC(args[0], cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if !merge {
+				out, err := nodes.NodesYAML(list)
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(out)
+				return err
+			}
+			return mergeNodes(a.configPath, list, cmd.OutOrStdout())
+		},
+	}
+	choiceVar(c, c.Flags(), &format, "format", "the DHCP server's config format", "isc")
+	c.Flags().BoolVar(&merge, "merge", false, "add the nodes to the config file instead of printing them")
+	return c
+}
+
+func importISC(path string, warnings io.Writer) ([]nodes.Node, error) {
+	r := io.Reader(os.Stdin)
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	list, warns, err := nodes.ImportISC(r)
+	for _, w := range warns {
+		fmt.Fprintf(warnings, "%s: warning: %s\n", path, w)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return list, nil
+}
+
+// mergeNodes adds list to the config file at path, and writes it only if
+// the result is a valid config: an import never leaves bootd unable to
+// start.
+func mergeNodes(path string, list []nodes.Node, out io.Writer) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading the config to merge into: %w", err)
+	}
+	merged, err := nodes.MergeYAML(old, list)
+	if err != nil {
+		return fmt.Errorf("merging into %s: %w", path, err)
+	}
+	if _, err := config.Parse(path, merged); err != nil {
+		return fmt.Errorf("the merged config would not be valid, %s left as it was: %w", path, err)
+	}
+	changed, err := nodes.WriteFile(path, merged)
+	if err != nil {
+		return err
+	}
+	what := "unchanged"
+	if changed {
+		what = "merged; bootd serve applies it on reload (systemctl reload bootd)"
+	}
+	fmt.Fprintf(out, "%s: %d nodes %s\n", path, len(list), what)
+	return nil
 }
 
 // apiClient reaches the bootd that runs with this config.

@@ -112,7 +112,7 @@ type serveState struct {
 }
 
 func newServeState(cfg *config.Config, planner *boot.Planner, addr netip.Addr, log *slog.Logger, reg prometheus.Registerer) *serveState {
-	s := &serveState{started: cfg, planner: planner, addr: addr, version: serveBuildVersion(), startedAt: time.Now(), log: log,
+	s := &serveState{started: cfg, planner: planner, addr: addr, version: strings.TrimPrefix(versionString(), "bootd "), startedAt: time.Now(), log: log,
 		check: checkInput{StateDir: cfg.StateDir, Planner: planner, Writes: []string{"run"}, Loaders: cfg.TFTP.Listen != ""},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bootd_config_reloads_total",
 			Help: "Config reloads (SIGHUP), by result: ok (applied), failed (invalid file; the config before stays)."}, []string{"result"})}
