@@ -1,0 +1,323 @@
+package packaging
+
+import (
+	"bytes"
+	"crypto/md5"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bootd/bootd/image"
+)
+
+// rootCache keeps the Debian 12 root tarballs between runs: making one
+// (mmdebstrap, and downloading the package's dependencies into its apt
+// cache) takes minutes; unpacking a fresh copy for each run, seconds.
+const rootCache = "/var/cache/bootd-pkgtest"
+
+// TestDebianPackage builds the .deb with scripts/package.sh and checks, in
+// a fresh Debian 12 root, what an admin relies on: `apt-get install
+// ./bootd_*.deb` pulls what bootd needs, the files are in place and the
+// config is a conffile, systemd accepts the unit, bootd runs, and removing
+// then purging the package leaves nothing behind.
+func TestDebianPackage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the .deb and installs it into a Debian 12 root made with mmdebstrap")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mmdebstrap, chroot and mounts")
+	}
+	for _, tool := range []string{"mmdebstrap", "dpkg-deb", "unshare", "chroot", "tar", "git"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s: %v (scripts/deps.sh installs it)", tool, err)
+		}
+	}
+	start := time.Now()
+	deb := buildDeb(t)
+	fields := debFields(t, deb)
+	t.Logf("built %s (%s) in %s", filepath.Base(deb), fields["Installed-Size"]+" KiB installed", time.Since(start).Round(time.Second))
+	checkStatic(t, deb)
+
+	root := freshRoot(t, fields)
+	if err := copyFile(deb, filepath.Join(root, "tmp", filepath.Base(deb))); err != nil {
+		t.Fatal(err)
+	}
+	step := time.Now()
+	mustRun(t, root, "apt-get install -y /tmp/"+filepath.Base(deb))
+	t.Logf("apt-get install: %s", time.Since(step).Round(time.Second))
+
+	// The package's files, where an admin and systemd look for them.
+	listed := map[string]bool{}
+	for _, p := range strings.Fields(mustRun(t, root, "dpkg -L bootd")) {
+		listed[p] = true
+	}
+	want := map[string]os.FileMode{
+		"/usr/sbin/bootd":                              0o755,
+		"/lib/systemd/system/bootd.service":            0o644,
+		"/etc/bootd/bootd.yaml":                        0o644,
+		"/usr/share/man/man8/bootd.8.gz":               0o644,
+		"/usr/share/bash-completion/completions/bootd": 0o644,
+		"/usr/share/doc/bootd/copyright":               0o644,
+		"/usr/share/doc/bootd/README.md.gz":            0o644,
+	}
+	for p, mode := range want {
+		if !listed[p] {
+			t.Errorf("dpkg -L bootd does not list %s", p)
+		}
+		st, err := os.Stat(filepath.Join(root, p))
+		if err != nil {
+			t.Errorf("installed: %v", err)
+			continue
+		}
+		if !st.Mode().IsRegular() || st.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v, want a regular file %v", p, st.Mode(), mode)
+		}
+	}
+
+	// The config is a conffile, registered with the shipped file's sum,
+	// so that dpkg keeps the admin's edits on upgrade and on remove.
+	example, err := os.ReadFile("../config/bootd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := md5.Sum(example)
+	conffiles := strings.Fields(mustRun(t, root, "dpkg-query -W -f='${Conffiles}' bootd"))
+	if len(conffiles) != 2 || conffiles[0] != "/etc/bootd/bootd.yaml" || conffiles[1] != hex.EncodeToString(sum[:]) {
+		t.Errorf("conffiles: %q, want /etc/bootd/bootd.yaml %x", conffiles, sum)
+	}
+
+	// systemd-analyze verify exits 0 on many faults (an unknown key, a bad
+	// value: "ignoring"), so a unit passes only if it says nothing at all.
+	// Two broken copies show the check can fail.
+	if out, err := run(root, "systemd-analyze verify /lib/systemd/system/bootd.service"); err != nil || out != "" {
+		t.Errorf("systemd-analyze verify bootd.service: %v\n%s", err, out)
+	}
+	for _, broken := range []string{"s/^ProtectSystem=/ProtectSytem=/", "s/^Restart=on-failure/Restart=sometimes/"} {
+		script := "mkdir -p /tmp/broken && sed '" + broken + "' /lib/systemd/system/bootd.service >/tmp/broken/bootd.service && systemd-analyze verify /tmp/broken/bootd.service"
+		if out, err := run(root, script); err == nil && out == "" {
+			t.Errorf("systemd-analyze verify passed a unit broken with %s", broken)
+		}
+	}
+	// The sandbox, scored by systemd itself (0 best, 10 worst): bootd runs
+	// as root, so this is what keeps the score down.
+	if out, err := run(root, "systemd-analyze security --offline=true --threshold=30 /lib/systemd/system/bootd.service"); err != nil {
+		t.Errorf("systemd-analyze security: above 3.0 (%v):\n%s", err, out)
+	} else if m := regexp.MustCompile(`Overall exposure level for bootd.service: ([0-9.]+)`).FindStringSubmatch(out); m != nil {
+		t.Logf("systemd-analyze security: exposure %s", m[1])
+	}
+
+	// bootd itself: its version is the package's and the build's commit.
+	version := strings.TrimSpace(mustRun(t, root, "bootd --version"))
+	commit, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVersion := fmt.Sprintf("bootd %s (commit %s, go", fields["Version"], strings.TrimSpace(string(commit)))
+	if !strings.HasPrefix(version, wantVersion) {
+		t.Errorf("bootd --version: %q, want it to start %q", version, wantVersion)
+	}
+	mustRun(t, root, "bootd config check --config /etc/bootd/bootd.yaml")
+	if got := strings.TrimSpace(mustRun(t, root, "man -w bootd")); got != "/usr/share/man/man8/bootd.8.gz" {
+		t.Errorf("man -w bootd: %q", got)
+	}
+	if page := mustRun(t, root, "MANWIDTH=80 man -P cat bootd 2>&1"); !strings.Contains(page, "bootd") {
+		t.Errorf("man bootd renders no page:\n%s", page)
+	}
+	if got := mustRun(t, root, "bash -c '. /usr/share/bash-completion/completions/bootd && complete -p bootd'"); !strings.HasSuffix(strings.TrimSpace(got), " bootd") {
+		t.Errorf("the bash completion registers no completion for bootd: %q", got)
+	}
+
+	// An upgrade (here: the same package again) keeps the admin's edit of
+	// the conffile.
+	mustRun(t, root, "echo '# edited by the admin' >>/etc/bootd/bootd.yaml && systemctl enable bootd.service")
+	mustRun(t, root, "dpkg -i /tmp/"+filepath.Base(deb))
+	if b, err := os.ReadFile(filepath.Join(root, "etc/bootd/bootd.yaml")); err != nil || !bytes.HasSuffix(b, []byte("# edited by the admin\n")) {
+		t.Errorf("reinstalling lost the admin's edit of bootd.yaml (%v)", err)
+	}
+
+	// Remove keeps the conffile; purge leaves nothing with bootd in its
+	// name (the link `systemctl enable` made included).
+	mustRun(t, root, "dpkg -r bootd")
+	for p := range want {
+		_, err := os.Lstat(filepath.Join(root, p))
+		if kept := err == nil; kept != (p == "/etc/bootd/bootd.yaml") {
+			t.Errorf("after dpkg -r: %s kept: %v", p, kept)
+		}
+	}
+	mustRun(t, root, "dpkg -P bootd")
+	if left := strings.TrimSpace(mustRun(t, root, "find / -xdev -name '*bootd*' -not -path '/tmp/*'")); left != "" {
+		t.Errorf("after dpkg -P, left behind:\n%s", left)
+	}
+	if status, _ := run(root, "dpkg-query -W -f='${db:Status-Status}' bootd"); strings.Contains(status, "installed") && !strings.Contains(status, "not-installed") {
+		t.Errorf("after dpkg -P: %s", status)
+	}
+	t.Logf("whole test: %s", time.Since(start).Round(time.Second))
+}
+
+// buildDeb runs scripts/package.sh into a temporary directory.
+func buildDeb(t *testing.T) string {
+	t.Helper()
+	cmd := exec.Command("bash", "scripts/package.sh")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "DIST="+t.TempDir())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/package.sh: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	deb := lines[len(lines)-1]
+	if !regexp.MustCompile(`/bootd_[^_/]+_amd64\.deb$`).MatchString(deb) {
+		t.Fatalf("scripts/package.sh printed %q, want the path of bootd_VERSION_amd64.deb", deb)
+	}
+	return deb
+}
+
+// debFields reads the package's control fields.
+func debFields(t *testing.T, deb string) map[string]string {
+	t.Helper()
+	out, err := exec.Command("dpkg-deb", "-f", deb).Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -f %s: %v", deb, err)
+	}
+	fields := map[string]string{}
+	var last string
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok && !strings.HasPrefix(line, " ") {
+			fields[k], last = v, k
+		} else if strings.HasPrefix(line, " ") && last != "" {
+			fields[last] += "\n" + line
+		}
+	}
+	for _, k := range []string{"Package", "Version", "Architecture", "Depends"} {
+		if fields[k] == "" {
+			t.Fatalf("the package has no %s field:\n%s", k, out)
+		}
+	}
+	if fields["Package"] != "bootd" || fields["Architecture"] != "amd64" {
+		t.Fatalf("package %s for %s, want bootd for amd64", fields["Package"], fields["Architecture"])
+	}
+	return fields
+}
+
+// checkStatic: the packaged bootd has no ELF interpreter, so it runs on
+// any master and in the initrd, where it is /init.
+func checkStatic(t *testing.T, deb string) {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	f, err := elf.Open(filepath.Join(dir, "usr/sbin/bootd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("/usr/sbin/bootd is dynamically linked")
+		}
+	}
+}
+
+// freshRoot unpacks a Debian 12 root (systemd and man-db added, for the
+// unit check and man) into a temporary directory. The tarball is made once
+// per month and set of dependencies, with those dependencies downloaded
+// into its apt cache: installing the package then needs no network.
+func freshRoot(t *testing.T, fields map[string]string) string {
+	t.Helper()
+	var deps []string
+	for _, f := range []string{"Depends", "Recommends"} {
+		deps = append(deps, firstAlternatives(fields[f])...)
+	}
+	const include = "systemd,man-db"
+	key := sha256.Sum256([]byte(strings.Join([]string{"bookworm", image.DefaultMirror, include, strings.Join(deps, " "), time.Now().Format("2006-01")}, "\n")))
+	tarball := filepath.Join(rootCache, "bookworm-"+hex.EncodeToString(key[:6])+".tar")
+	if _, err := os.Stat(tarball); err != nil {
+		if err := os.MkdirAll(rootCache, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		step := time.Now()
+		// mmdebstrap writes a tarball only to a name ending in .tar.
+		tmp := strings.TrimSuffix(tarball, ".tar") + ".partial.tar"
+		os.RemoveAll(tmp)
+		cmd := exec.Command("mmdebstrap", "--variant=apt", "--include="+include,
+			"--skip=cleanup/apt/lists", "--skip=cleanup/apt/cache",
+			`--customize-hook=chroot "$1" apt-get install --download-only -y `+strings.Join(deps, " "),
+			"bookworm", tmp, image.DefaultMirror)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp)
+			t.Fatalf("mmdebstrap: %v\n%s", err, tail(out, 40))
+		}
+		if err := os.Rename(tmp, tarball); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("made the Debian 12 root %s in %s", tarball, time.Since(step).Round(time.Second))
+	}
+	root := t.TempDir()
+	if out, err := exec.Command("tar", "--numeric-owner", "-xpf", tarball, "-C", root).CombinedOutput(); err != nil {
+		t.Fatalf("unpacking %s: %v\n%s", tarball, err, out)
+	}
+	return root
+}
+
+// firstAlternatives turns a Depends-style field into package names, the
+// first of each set of alternatives, which is the one apt picks.
+func firstAlternatives(field string) []string {
+	var names []string
+	for _, dep := range strings.Split(field, ",") {
+		first, _, _ := strings.Cut(dep, "|")
+		name, _, _ := strings.Cut(strings.TrimSpace(first), " ")
+		if name != "" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// run runs a shell script chrooted into root, with /proc, /sys and /dev
+// mounted in a mount namespace of its own: they vanish with it, so the
+// root's temporary directory is removed without touching the host's.
+func run(root, script string) (string, error) {
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+		`mount -t proc proc "$1/proc" && mount -t sysfs sysfs "$1/sys" && mount --rbind /dev "$1/dev" && exec chroot "$1" /bin/sh -ec "$2"`,
+		"sh", root, script)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "HOME=/root"}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func mustRun(t *testing.T, root, script string) string {
+	t.Helper()
+	out, err := run(root, script)
+	if err != nil {
+		t.Fatalf("in the Debian 12 root: %s: %v\n%s", script, err, tail([]byte(out), 40))
+	}
+	return out
+}
+
+func tail(out []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{"... " + strconv.Itoa(len(lines)-n) + " lines before"}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
