@@ -11,7 +11,8 @@
 #
 # Environment: DIST (default dist) is where the .deb goes; BOOTD_VERSION
 # overrides the version, which otherwise comes from `git describe --tags`
-# (a tag vX.Y.Z) or is 0.0.0+gitDATE.SHA, DATE the commit's.
+# (a tag vX.Y.Z) or is 0.0.0+gitDATE.SHA, DATE the commit's; MAINTAINER
+# ("Name <address>") is the site's who builds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -56,6 +57,10 @@ CGO_ENABLED=0 go build -trimpath \
 # timestamp, so the package is reproducible).
 gzip -9n "$STAGE"/man/*.8
 gzip -9n <README.md >"$STAGE/README.md.gz"
+# Debian wants a changelog in every package: one entry, the build's.
+export MAINTAINER=${MAINTAINER:-bootd maintainers <bootd@localhost>}
+printf 'bootd (%s) unstable; urgency=medium\n\n  * Built from commit %s.\n\n -- %s  %s\n' \
+  "$VERSION" "$(git rev-parse HEAD)" "$MAINTAINER" "$(git log -1 --format=%cD)" | gzip -9n >"$STAGE/changelog.gz"
 
 # Files in the package get the commit's time, not the build's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
