@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bootd/bootd/image"
 )
 
@@ -36,7 +38,7 @@ func TestDebianPackage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: mmdebstrap, chroot and mounts")
 	}
-	for _, tool := range []string{"mmdebstrap", "dpkg-deb", "lintian", "unshare", "chroot", "tar", "git"} {
+	for _, tool := range []string{"mmdebstrap", "dpkg-deb", "lintian", "systemd-nspawn", "unshare", "chroot", "tar", "git"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s: %v (scripts/deps.sh installs it)", tool, err)
 		}
@@ -158,8 +160,11 @@ func TestDebianPackage(t *testing.T) {
 		t.Errorf("reinstalling lost the admin's edit of bootd.yaml (%v)", err)
 	}
 
+	checkService(t, root)
+
 	// Remove keeps the conffile; purge leaves nothing with bootd in its
-	// name (the link `systemctl enable` made included).
+	// name (the link `systemctl enable` made included) but the state
+	// directory the service made, which holds the image store.
 	mustRun(t, root, "dpkg -r bootd")
 	for p := range want {
 		_, err := os.Lstat(filepath.Join(root, p))
@@ -171,8 +176,8 @@ func TestDebianPackage(t *testing.T) {
 	// /var/cache/man is man-db's cache of formatted pages (systemd-analyze
 	// verify formats bootd(8) to check Documentation=), not the package's:
 	// man-db's daily mandb drops the pages of removed packages.
-	if left := strings.TrimSpace(mustRun(t, root, "find / -xdev -name '*bootd*' -not -path '/tmp/*' -not -path '/var/cache/man/*'")); left != "" {
-		t.Errorf("after dpkg -P, left behind:\n%s", left)
+	if left := strings.TrimSpace(mustRun(t, root, "find / -xdev -name '*bootd*' -not -path '/tmp/*' -not -path '/var/cache/man/*'")); left != "/var/lib/bootd" {
+		t.Errorf("after dpkg -P, left behind (want /var/lib/bootd only):\n%s", left)
 	}
 	if status, _ := run(root, "dpkg-query -W -f='${db:Status-Status}' bootd"); strings.Contains(status, "installed") && !strings.Contains(status, "not-installed") {
 		t.Errorf("after dpkg -P: %s", status)
@@ -337,4 +342,201 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o644)
+}
+
+// liveConfig is what the booted root's bootd serves: every listener on, on
+// the container's loopback (its only interface), the privileged ports
+// among them.
+const liveConfig = `interface: lo
+nfs:
+  allow: ["127.0.0.0/8"]
+syslog:
+  listen: "0.0.0.0:514"
+  allow: ["127.0.0.0/8"]
+`
+
+// The ports liveConfig opens: DHCP, PXE, TFTP, syslog, netconsole over
+// UDP; NFS, syslog and HTTP over TCP.
+var liveUDP, liveTCP = []int{67, 4011, 69, 514, 6666}, []int{2049, 514, 8080}
+
+// checkScript runs in the booted root once it is up, writes what it finds
+// to /root/check.out, section by section, and powers the container off.
+// Waiting for the API is waiting for serve to have opened its listeners.
+const checkScript = `#!/bin/sh
+exec >/root/check.out 2>&1
+api() {
+	for i in $(seq 60); do bootd nodes list --json --config /etc/bootd/bootd.yaml >/dev/null 2>&1 && echo up && return; sleep 1; done
+	echo down
+}
+echo "== api"; api
+echo "== show"; systemctl show -p ActiveState -p MainPID -p NRestarts bootd
+echo "== capeff"; sed -n 's/^CapEff:[[:space:]]*//p' /proc/$(systemctl show -p MainPID --value bootd)/status
+echo "== net"; cat /proc/net/udp /proc/net/udp6 /proc/net/tcp /proc/net/tcp6
+echo "== raw"; tail -n +2 /proc/net/raw
+echo "== reload"; systemctl reload bootd && echo ok
+echo "== api after reload"; api
+echo "== show after reload"; systemctl show -p ActiveState -p MainPID -p NRestarts bootd
+systemctl poweroff
+`
+
+// checkService boots the root (systemd-nspawn, a private network) with
+// bootd.service enabled and the shipped unit untouched, and checks what
+// the sandbox must allow and what it must not: serve starts and opens its
+// privileged ports and its raw ICMP socket (liveness probes), it runs with
+// exactly the unit's capabilities, and a reload keeps the same process.
+func checkService(t *testing.T, root string) {
+	t.Helper()
+	step := time.Now()
+	files := map[string]string{
+		"etc/bootd/bootd.yaml":                liveConfig,
+		"root/check.sh":                       checkScript,
+		"etc/systemd/system/pkgcheck.service": "[Unit]\nAfter=bootd.service\n[Service]\nType=oneshot\nExecStart=/bin/sh /root/check.sh\n",
+		"etc/systemd/system/multi-user.target.wants/pkgcheck.service": "",
+	}
+	for name, text := range files {
+		p := filepath.Join(root, name)
+		var err error
+		if text == "" {
+			err = os.Symlink("/etc/systemd/system/pkgcheck.service", p)
+		} else {
+			err = os.WriteFile(p, []byte(text), 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// --register=no --keep-unit: no systemd-machined or bus needed on the
+	// machine running the test. timeout: a container that never powers
+	// off fails the test instead of hanging it.
+	const machine = "bootd-pkgtest"
+	boot := exec.Command("timeout", "300", "systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+		"--machine="+machine, "--directory="+root, "--boot", "--private-network")
+	out, err := boot.CombinedOutput()
+	os.Remove(filepath.Join("/run/systemd/nspawn/propagate", machine))
+	result, rerr := os.ReadFile(filepath.Join(root, "root/check.out"))
+	if rerr != nil {
+		t.Fatalf("systemd-nspawn --boot: %v, and no check result (%v)\n%s", err, rerr, tail(out, 40))
+	}
+	for name := range files {
+		if strings.Contains(name, "pkgcheck") || strings.HasPrefix(name, "root/") {
+			os.Remove(filepath.Join(root, name))
+		}
+	}
+	sec := sections(string(result))
+	t.Logf("bootd.service in a booted root: %s", time.Since(step).Round(time.Second))
+
+	if sec["api"] != "up" || sec["api after reload"] != "up" {
+		t.Errorf("bootd's API under the unit: %q, after reload %q\n%s", sec["api"], sec["api after reload"], result)
+	}
+	before, after := props(sec["show"]), props(sec["show after reload"])
+	if before["ActiveState"] != "active" || before["NRestarts"] != "0" || before["MainPID"] == "0" {
+		t.Errorf("bootd.service: %v", before)
+	}
+	if sec["reload"] != "ok" || after["MainPID"] != before["MainPID"] || after["NRestarts"] != "0" || after["ActiveState"] != "active" {
+		t.Errorf("systemctl reload bootd: %q; before %v, after %v", sec["reload"], before, after)
+	}
+
+	unit, err := os.ReadFile(filepath.Join(root, "lib/systemd/system/bootd.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := capMask(string(unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := strconv.ParseUint(sec["capeff"], 16, 64); err != nil || got != want {
+		t.Errorf("bootd runs with capabilities %s, want %016x (the unit's CapabilityBoundingSet)", sec["capeff"], want)
+	}
+
+	udp, tcp := listening(sec["net"])
+	for _, p := range liveUDP {
+		if !udp[p] {
+			t.Errorf("bootd.service: nothing bound to UDP port %d", p)
+		}
+	}
+	for _, p := range liveTCP {
+		if !tcp[p] {
+			t.Errorf("bootd.service: nothing listening on TCP port %d", p)
+		}
+	}
+	if sec["raw"] == "" {
+		t.Errorf("bootd.service: no raw socket: the liveness probes send no ICMP")
+	}
+}
+
+// sections splits the check's output at its "== NAME" lines.
+func sections(out string) map[string]string {
+	sec := map[string]string{}
+	var name string
+	var body []string
+	flush := func() {
+		if name != "" {
+			sec[name] = strings.TrimSpace(strings.Join(body, "\n"))
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if n, ok := strings.CutPrefix(line, "== "); ok {
+			flush()
+			name, body = n, nil
+			continue
+		}
+		body = append(body, line)
+	}
+	flush()
+	return sec
+}
+
+// props reads `systemctl show` output.
+func props(s string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(s, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// capMask is the capability mask the unit's CapabilityBoundingSet names.
+func capMask(unit string) (uint64, error) {
+	numbers := map[string]int{"CAP_NET_BIND_SERVICE": unix.CAP_NET_BIND_SERVICE, "CAP_NET_RAW": unix.CAP_NET_RAW,
+		"CAP_NET_ADMIN": unix.CAP_NET_ADMIN, "CAP_DAC_READ_SEARCH": unix.CAP_DAC_READ_SEARCH}
+	for _, line := range strings.Split(unit, "\n") {
+		if v, ok := strings.CutPrefix(line, "CapabilityBoundingSet="); ok {
+			var mask uint64
+			for _, name := range strings.Fields(v) {
+				n, known := numbers[name]
+				if !known {
+					return 0, fmt.Errorf("CapabilityBoundingSet names %s: add it to the test's table", name)
+				}
+				mask |= 1 << n
+			}
+			return mask, nil
+		}
+	}
+	return 0, fmt.Errorf("the unit has no CapabilityBoundingSet")
+}
+
+// listening reads /proc/net/{udp,udp6,tcp,tcp6}: the UDP ports bound and
+// the TCP ports listened on.
+func listening(table string) (udp, tcp map[int]bool) {
+	udp, tcp = map[int]bool{}, map[int]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[0] == "sl" {
+			continue
+		}
+		_, hexPort, ok := strings.Cut(f[1], ":")
+		port, err := strconv.ParseUint(hexPort, 16, 16)
+		if !ok || err != nil {
+			continue
+		}
+		switch f[3] {
+		case "07": // UDP sockets sit in TCP_CLOSE
+			udp[int(port)] = true
+		case "0A": // TCP_LISTEN
+			tcp[int(port)] = true
+		}
+	}
+	return udp, tcp
 }
