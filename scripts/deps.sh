@@ -11,9 +11,11 @@ need_go="1.26"
 # PXE boots of the lab tests. chromium: the
 # status page is tested in a real browser. docker-registry: image push and
 # pull are tested against a real registry; keepalived: the two-master lab.
+# lintian: the Debian package is checked by Debian's own checker;
+# systemd-container: its unit is started in a booted root (systemd-nspawn).
 pkgs=(ca-certificates git curl cpio iproute2 libnfs-utils isc-dhcp-server dnsmasq-base kea-dhcp4-server
   qemu-system-x86 ipxe-qemu ipxe ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64
-  mmdebstrap busybox chromium docker-registry keepalived)
+  mmdebstrap busybox chromium docker-registry keepalived lintian systemd-container)
 
 missing=()
 for p in "${pkgs[@]}"; do
