@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 )
 
 const labUsage = `usage:
-  bootd lab up [--nodes N] [--masters 1|2] [--firmware bios|uefi|mixed] [--boot chain|ipxe|off] [--image NAME] [--suite trixie|bookworm] [--dir DIR]
+  bootd lab up [--nodes N] [--masters 1|2] [--firmware bios|uefi|uefi-native|mixed] [--site-dhcp dnsmasq|isc|kea|none] [--boot chain|ipxe|off] [--image NAME] [--suite trixie|bookworm|bookworm,trixie] [--dir DIR]
   bootd lab status [--dir DIR]
   bootd lab console NODE [--dir DIR]
   bootd lab reboot NODE [--dir DIR]     a hard reset, no shutdown
@@ -37,9 +38,10 @@ func runLab(args []string) error {
 	dir := fs.String("dir", "/var/lib/bootd-lab", "where the lab keeps its state, image cache, logs and consoles")
 	nodes := fs.Int("nodes", 2, "number of QEMU nodes")
 	masters := fs.Int("masters", 1, "number of masters: 2 share the service address "+lab.ServiceIP+" through keepalived (VRRP), master 2 serving master 1's image")
-	firmware := fs.String("firmware", "mixed", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)")
+	firmware := fs.String("firmware", "mixed", "bios, uefi, uefi-native (OVMF's own PXE, the NIC without iPXE ROM), or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)")
+	siteDHCP := fs.String("site-dhcp", "dnsmasq", "the site's DHCP server beside bootd (proxy mode): dnsmasq, isc (ISC dhcpd), kea; none: bootd is the DHCP server (full mode)")
 	image := fs.String("image", "", "image to boot, built if missing (default: the suite's name)")
-	suite := fs.String("suite", "trixie", "Debian suite for a missing image: trixie (13) or bookworm (12)")
+	suite := fs.String("suite", "trixie", "Debian suite for a missing image: trixie (13) or bookworm (12); bookworm,trixie: nodes take the suites in turn")
 	bootMode := fs.String("boot", "chain", "bootd's http.boot: chain (every firmware to iPXE, kernel and initrd over HTTP), ipxe (only iPXE firmware over HTTP), off (all TFTP)")
 	timeout := fs.Duration("timeout", 6*time.Minute, "per node, power-on to multi-user")
 	var pos []string
@@ -54,8 +56,12 @@ func runLab(args []string) error {
 	labDir := filepath.Join(*dir, "lab")
 	switch sub {
 	case "up":
-		if *firmware != "bios" && *firmware != "uefi" && *firmware != "mixed" {
-			return fmt.Errorf("--firmware %q: want bios, uefi or mixed", *firmware)
+		if *firmware != "mixed" && !slices.Contains(lab.Firmwares, lab.Firmware(*firmware)) {
+			return fmt.Errorf("--firmware %q: want bios, uefi, uefi-native or mixed", *firmware)
+		}
+		site, err := lab.ParseSiteDHCP(*siteDHCP)
+		if err != nil {
+			return fmt.Errorf("--site-dhcp: %w", err)
 		}
 		if _, err := boot.ParseIPXEMode(*bootMode); err != nil {
 			return fmt.Errorf("--boot %w", err)
@@ -77,7 +83,7 @@ func runLab(args []string) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		c, err := lab.UpCluster(ctx, lab.Options{Dir: *dir, Nodes: *nodes, Firmware: *firmware, Image: *image,
-			Suite: *suite, Bootd: self, Out: os.Stdout, Timeout: *timeout, Boot: *bootMode, Masters: *masters})
+			Suite: *suite, SiteDHCP: site, Bootd: self, Out: os.Stdout, Timeout: *timeout, Boot: *bootMode, Masters: *masters})
 		if err != nil {
 			return err
 		}
