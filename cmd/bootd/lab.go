@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +23,10 @@ import (
 
 const labUsage = `usage:
   bootd lab up [--nodes N] [--masters 1|2] [--firmware bios|uefi|uefi-native|mixed] [--site-dhcp dnsmasq|isc|kea|none] [--boot chain|ipxe|off] [--image NAME] [--suite trixie|bookworm|bookworm,trixie] [--dir DIR]
+  bootd lab matrix [--budget 60m] [--only VALUE,...] [--parallel N] [--timeout 6m] [--rotation N] [--format text|markdown|json] [--dir DIR]
+                                        every boot path, one node each: firmware (bios, uefi, uefi-native) x site DHCP
+                                        (dnsmasq, isc, kea, none) x image (bookworm, trixie); --only keeps the cells with
+                                        these values; --rotation N: the 4 cells of rotation N, which cover every value
   bootd lab status [--dir DIR]
   bootd lab console NODE [--dir DIR]
   bootd lab reboot NODE [--dir DIR]     a hard reset, no shutdown
@@ -44,6 +49,11 @@ func runLab(args []string) error {
 	suite := fs.String("suite", "trixie", "Debian suite for a missing image: trixie (13) or bookworm (12); bookworm,trixie: nodes take the suites in turn")
 	bootMode := fs.String("boot", "chain", "bootd's http.boot: chain (every firmware to iPXE, kernel and initrd over HTTP), ipxe (only iPXE firmware over HTTP), off (all TFTP)")
 	timeout := fs.Duration("timeout", 6*time.Minute, "per node, power-on to multi-user")
+	budget := fs.Duration("budget", 60*time.Minute, "matrix: no cell starts after this long")
+	only := fs.String("only", "", "matrix: comma-separated values (e.g. uefi-native,bookworm); only cells with them run")
+	parallel := fs.Int("parallel", 2, "matrix: nodes booting at once (2 CPUs: 2)")
+	rotation := fs.Int("rotation", -1, "matrix: run rotation N (4 cells covering every value of every axis) instead of every cell")
+	format := fs.String("format", "text", "matrix: the table as text, markdown or json")
 	var pos []string
 	for len(args) > 0 {
 		if err := fs.Parse(args); err != nil {
@@ -96,6 +106,45 @@ func runLab(args []string) error {
 			if r.Result != "ok" {
 				return fmt.Errorf("%s did not reach multi-user (%s)", r.Name, r.Result)
 			}
+		}
+		return nil
+	case "matrix":
+		cells := lab.AllCells()
+		if *rotation >= 0 {
+			cells = lab.Rotation(*rotation)
+		}
+		var vals []string
+		if *only != "" {
+			vals = strings.Split(*only, ",")
+		}
+		cells, err := lab.FilterCells(cells, vals)
+		if err != nil {
+			return err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		res, err := lab.Matrix(ctx, lab.MatrixOptions{Dir: *dir, Bootd: self, Out: os.Stderr, Cells: cells,
+			Budget: *budget, Parallel: *parallel, Timeout: *timeout})
+		if res != nil {
+			if werr := lab.WriteMatrix(os.Stdout, res, *format); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+		var failed []string
+		for _, r := range res {
+			if !r.OK() && r.Result != "not run" {
+				failed = append(failed, fmt.Sprintf("%s %s (console: %s)", r.Cell, r.Result, r.Console))
+			}
+		}
+		if len(failed) > 0 {
+			return fmt.Errorf("cells failed: %s", strings.Join(failed, "; "))
 		}
 		return nil
 	case "status":
