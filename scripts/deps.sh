@@ -4,13 +4,14 @@
 set -euo pipefail
 
 need_go="1.26"
-# libnfs-utils, curl, isc-dhcp-server and dnsmasq-base: real clients and
-# peers the tests check bootd against. qemu, ipxe-qemu, ovmf, the syslinux
+# libnfs-utils, curl, isc-dhcp-server, kea-dhcp4-server and dnsmasq-base:
+# real clients and peers the tests check bootd against (the site DHCP
+# servers of the lab's boot matrix). qemu, ipxe-qemu, ovmf, the syslinux
 # loaders, ipxe (the iPXE builds bootd chains to) and a Debian kernel: the
 # PXE boots of the lab tests. chromium: the
 # status page is tested in a real browser. docker-registry: image push and
 # pull are tested against a real registry; keepalived: the two-master lab.
-pkgs=(ca-certificates git curl cpio iproute2 libnfs-utils isc-dhcp-server dnsmasq-base
+pkgs=(ca-certificates git curl cpio iproute2 libnfs-utils isc-dhcp-server kea-dhcp4-server dnsmasq-base
   qemu-system-x86 ipxe-qemu ipxe ovmf pxelinux syslinux-common syslinux-efi linux-image-amd64
   mmdebstrap busybox chromium docker-registry keepalived)
 
