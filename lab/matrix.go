@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -213,12 +212,14 @@ func Matrix(ctx context.Context, o MatrixOptions) ([]CellResult, error) {
 			SiteDHCP: site, Bootd: o.Bootd, Out: o.Out, Suite: o.Cells[idx[0]].Image, Timeout: o.Timeout}
 		for _, i := range idx {
 			c := o.Cells[i]
+			// The same cell has the same MAC in every run.
+			k := slices.Index(AllCells(), c)
 			nic := "virtio-net-pci"
 			if c.Firmware == BIOS {
 				nic = "e1000"
 			}
 			res[i].Node = fmt.Sprintf("%s-%s", c.Firmware, c.Image)
-			lo.Specs = append(lo.Specs, NodeSpec{Name: res[i].Node, MAC: fmt.Sprintf("52:54:00:bd:%02x:%02x", 0x10+si, i),
+			lo.Specs = append(lo.Specs, NodeSpec{Name: res[i].Node, MAC: fmt.Sprintf("52:54:00:bd:%02x:%02x", 0x10+si, k),
 				Firmware: c.Firmware, NIC: nic, MemoryMB: 1024, Image: c.Image})
 		}
 		c, err := startMatrixLab(ctx, lo, images)
@@ -286,15 +287,17 @@ func startMatrixLab(ctx context.Context, o Options, images string) (*Cluster, er
 		l.Out = o.Out
 		l.Down()
 	}
+	// A fresh state: node records, leases and logs of an earlier run would
+	// be taken for this one's (an address leased again to another cell's
+	// node is still the old node's in bootd's records).
+	if err := os.RemoveAll(o.Dir); err != nil {
+		return nil, fmt.Errorf("clearing the last run's lab: %w", err)
+	}
 	state := o.stateDir(1)
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return nil, err
 	}
-	link := filepath.Join(state, "images")
-	if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("replacing %s: %w", link, err)
-	}
-	if err := os.Symlink(images, link); err != nil {
+	if err := os.Symlink(images, filepath.Join(state, "images")); err != nil {
 		return nil, fmt.Errorf("linking the images into %s: %w", state, err)
 	}
 	if err := o.writeConfigs(); err != nil {
@@ -338,13 +341,28 @@ func (x *running) result(res CellResult) CellResult {
 	}
 	res.Result = "failed at login"
 	for _, s := range Stages {
-		// iPXE fetches no loader: over HTTP the script is its config.
-		if _, ok := x.r.At[s]; !ok && !(s == "loader" && x.r.Path == "http") {
+		// Firmware that is iPXE fetches no loader: the iPXE script is its
+		// config. UEFI's own PXE fetches snponly.efi.
+		if _, ok := x.r.At[s]; !ok && !(s == "loader" && res.Firmware != UEFINative) {
 			res.Result = "failed at " + s
 			break
 		}
 	}
+	if b, err := os.ReadFile(x.r.Console); err == nil {
+		res.Result += panicked(string(b))
+	}
 	return res
+}
+
+// panicked names a kernel panic on a console: what a failed cell's
+// result should say.
+func panicked(console string) string {
+	_, after, ok := strings.Cut(console, "Kernel panic - not syncing: ")
+	if !ok {
+		return ""
+	}
+	line, _, _ := strings.Cut(after, "\n")
+	return " (kernel panic: " + strings.TrimSpace(line) + ")"
 }
 
 func seconds(prefix string, d time.Duration) string {
