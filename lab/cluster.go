@@ -39,10 +39,10 @@ type Options struct {
 	// Specs, when set, are the nodes (their Image a suite's name, or "" for
 	// Image) instead of Nodes nodes made from Firmware and Suite; UpCluster
 	// powers them all on, StartCluster none.
-	Specs []NodeSpec
-	Bootd    string // the bootd binary to run as master (and to build with)
-	Out      io.Writer
-	Timeout  time.Duration // per node, power-on to multi-user
+	Specs   []NodeSpec
+	Bootd   string // the bootd binary to run as master (and to build with)
+	Out     io.Writer
+	Timeout time.Duration // per node, power-on to multi-user
 	// LostAfter is bootd's status.lost_after in the lab (default "3m").
 	LostAfter string
 	// Boot is bootd's http.boot in the lab: chain (bootd's default), ipxe

@@ -163,6 +163,15 @@ type running struct {
 	login time.Duration
 }
 
+// matrixRun is one run of the matrix: a result per cell, the labs still
+// running, and how many of each lab's cells are still to finish.
+type matrixRun struct {
+	o    MatrixOptions
+	res  []CellResult
+	labs map[SiteDHCP]*Cluster
+	left map[SiteDHCP]int
+}
+
 // Matrix runs the cells, Parallel nodes at a time, and returns a result
 // for every cell, in the order of Cells. Its error is a lab that could not
 // be prepared; a cell that fails is in its result.
@@ -172,11 +181,31 @@ func Matrix(ctx context.Context, o MatrixOptions) ([]CellResult, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	res := make([]CellResult, len(o.Cells))
+	m := &matrixRun{o: o, res: make([]CellResult, len(o.Cells)), labs: map[SiteDHCP]*Cluster{}, left: map[SiteDHCP]int{}}
+	suites, err := m.check()
+	if err != nil {
+		return nil, err
+	}
+	// The images, built once (or, built before, their initrds rebuilt with
+	// this bootd) in Dir/state, which every lab's state links to.
+	if _, err := Prepare(ctx, Options{Dir: o.Dir, Suite: strings.Join(suites, ","), Nodes: len(suites), Bootd: o.Bootd, Out: o.Out}); err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, c := range m.labs {
+			c.Down()
+		}
+	}()
+	m.startLabs(ctx)
+	m.boot(ctx, start)
+	return m.res, ctx.Err()
+}
+
+// check checks the cells and returns the suites they boot.
+func (m *matrixRun) check() ([]string, error) {
 	var suites []string
-	bySite := map[SiteDHCP][]int{}
-	for i, c := range o.Cells {
-		res[i] = CellResult{Cell: c, Result: "not run"}
+	for i, c := range m.o.Cells {
+		m.res[i] = CellResult{Cell: c, Result: "not run", Node: fmt.Sprintf("%s-%s", c.Firmware, c.Image)}
 		if !slices.Contains(Images, c.Image) || !slices.Contains(Firmwares, c.Firmware) {
 			return nil, fmt.Errorf("cell %s: unknown image or firmware", c)
 		}
@@ -186,96 +215,108 @@ func Matrix(ctx context.Context, o MatrixOptions) ([]CellResult, error) {
 		if !slices.Contains(suites, c.Image) {
 			suites = append(suites, c.Image)
 		}
-		bySite[c.Site] = append(bySite[c.Site], i)
 	}
-	// The images, built once (or, built before, their initrds rebuilt with
-	// this bootd) in Dir/state, which every lab's state links to.
 	slices.Sort(suites)
-	if _, err := Prepare(ctx, Options{Dir: o.Dir, Suite: strings.Join(suites, ","), Nodes: len(suites), Bootd: o.Bootd, Out: o.Out}); err != nil {
-		return nil, err
-	}
-	images := filepath.Join(o.Dir, "state", "images")
+	return suites, nil
+}
 
-	labs := map[SiteDHCP]*Cluster{}
-	left := map[SiteDHCP]int{}
-	defer func() {
-		for _, c := range labs {
-			c.Down()
-		}
-	}()
+// startLabs starts a lab for each site DHCP server some cell has, its
+// node table every such cell's node. A lab that does not start fails its
+// cells.
+func (m *matrixRun) startLabs(ctx context.Context) {
+	images := filepath.Join(m.o.Dir, "state", "images")
 	for si, site := range SiteDHCPs {
-		idx := bySite[site]
-		if len(idx) == 0 {
-			continue
-		}
-		lo := Options{Dir: filepath.Join(o.Dir, "matrix", string(site)), Name: o.Name + "-" + string(site),
-			SiteDHCP: site, Bootd: o.Bootd, Out: o.Out, Suite: o.Cells[idx[0]].Image, Timeout: o.Timeout}
-		for _, i := range idx {
-			c := o.Cells[i]
-			// The same cell has the same MAC in every run.
-			k := slices.Index(AllCells(), c)
+		lo := Options{Dir: filepath.Join(m.o.Dir, "matrix", string(site)), Name: m.o.Name + "-" + string(site),
+			SiteDHCP: site, Bootd: m.o.Bootd, Out: m.o.Out, Timeout: m.o.Timeout}
+		var idx []int
+		for i, c := range m.o.Cells {
+			if c.Site != site {
+				continue
+			}
+			idx = append(idx, i)
 			nic := "virtio-net-pci"
 			if c.Firmware == BIOS {
 				nic = "e1000"
 			}
-			res[i].Node = fmt.Sprintf("%s-%s", c.Firmware, c.Image)
-			lo.Specs = append(lo.Specs, NodeSpec{Name: res[i].Node, MAC: fmt.Sprintf("52:54:00:bd:%02x:%02x", 0x10+si, k),
+			// The same cell has the same MAC in every run.
+			k := slices.Index(AllCells(), c)
+			lo.Specs = append(lo.Specs, NodeSpec{Name: m.res[i].Node, MAC: fmt.Sprintf("52:54:00:bd:%02x:%02x", 0x10+si, k),
 				Firmware: c.Firmware, NIC: nic, MemoryMB: 1024, Image: c.Image})
+			lo.Suite = c.Image
+		}
+		if len(idx) == 0 {
+			continue
 		}
 		c, err := startMatrixLab(ctx, lo, images)
 		if err != nil {
 			for _, i := range idx {
-				res[i].Result = "error: " + err.Error()
+				m.res[i].Result = "error: " + err.Error()
 			}
 			continue
 		}
-		labs[site], left[site] = c, len(idx)
+		m.labs[site], m.left[site] = c, len(idx)
 	}
+}
 
-	queue := []int{}
-	for i := range o.Cells {
-		if labs[o.Cells[i].Site] != nil {
+// boot powers the cells' nodes on, Parallel at a time, until every one
+// is over or the budget is spent, and fills in their results.
+func (m *matrixRun) boot(ctx context.Context, start time.Time) {
+	var queue []int
+	for i, c := range m.o.Cells {
+		if m.labs[c.Site] != nil {
 			queue = append(queue, i)
 		}
 	}
 	var run []*running
 	for (len(queue) > 0 || len(run) > 0) && ctx.Err() == nil {
-		for len(run) < o.Parallel && len(queue) > 0 && time.Since(start) < o.Budget {
+		for len(run) < m.o.Parallel && len(queue) > 0 && time.Since(start) < m.o.Budget {
 			i := queue[0]
 			queue = queue[1:]
-			c := labs[o.Cells[i].Site]
-			spec := c.Opt.Specs[slices.IndexFunc(c.Opt.Specs, func(s NodeSpec) bool { return s.Name == res[i].Node })]
-			r, err := c.PowerOn(spec)
-			if err != nil {
-				res[i].Result = "error: " + err.Error()
-				continue
+			if x := m.powerOn(i); x != nil {
+				run = append(run, x)
 			}
-			fmt.Fprintf(o.Out, "matrix: %s: powered on %s\n", o.Cells[i], spec.Name)
-			run = append(run, &running{i: i, c: c, r: r})
 		}
 		if len(run) == 0 {
-			break // the rest is over budget
+			return // the rest is over budget
 		}
 		time.Sleep(500 * time.Millisecond)
 		run = slices.DeleteFunc(run, func(x *running) bool {
-			if !x.follow(ctx, o.Timeout) {
+			if !x.follow(ctx, m.o.Timeout) {
 				return false
 			}
-			res[x.i] = x.result(res[x.i])
-			fmt.Fprintf(o.Out, "matrix: %s: %s%s\n", o.Cells[x.i], res[x.i].Result, seconds(" in ", res[x.i].Login))
-			// Its CPU to the next cell; the console log stays.
-			if err := x.c.Stop(x.r.Name, syscall.SIGKILL); err != nil {
-				fmt.Fprintf(o.Out, "matrix: powering off %s: %v\n", x.r.Name, err)
-			}
-			site := o.Cells[x.i].Site
-			if left[site]--; left[site] == 0 {
-				x.c.Down()
-				delete(labs, site)
-			}
+			m.finish(x)
 			return true
 		})
 	}
-	return res, ctx.Err()
+}
+
+// powerOn powers cell i's node on.
+func (m *matrixRun) powerOn(i int) *running {
+	c := m.labs[m.o.Cells[i].Site]
+	spec := c.Opt.Specs[slices.IndexFunc(c.Opt.Specs, func(s NodeSpec) bool { return s.Name == m.res[i].Node })]
+	r, err := c.PowerOn(spec)
+	if err != nil {
+		m.res[i].Result = "error: " + err.Error()
+		return nil
+	}
+	fmt.Fprintf(m.o.Out, "matrix: %s: powered on %s\n", m.o.Cells[i], spec.Name)
+	return &running{i: i, c: c, r: r}
+}
+
+// finish records a cell that is over, powers its node off and takes its
+// lab down after the lab's last cell.
+func (m *matrixRun) finish(x *running) {
+	m.res[x.i] = x.result(m.res[x.i])
+	fmt.Fprintf(m.o.Out, "matrix: %s: %s%s\n", m.o.Cells[x.i], m.res[x.i].Result, seconds(" in ", m.res[x.i].Login))
+	// Its CPU to the next cell; the console log stays.
+	if err := x.c.Stop(x.r.Name, syscall.SIGKILL); err != nil {
+		fmt.Fprintf(m.o.Out, "matrix: powering off %s: %v\n", x.r.Name, err)
+	}
+	site := m.o.Cells[x.i].Site
+	if m.left[site]--; m.left[site] == 0 {
+		x.c.Down()
+		delete(m.labs, site)
+	}
 }
 
 // startMatrixLab starts one site DHCP server's lab, its state's images
