@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -317,6 +318,43 @@ func (m *matrixRun) finish(x *running) {
 		x.c.Down()
 		delete(m.labs, site)
 	}
+}
+
+// RunMatrix is `bootd lab matrix`: the cells of rotation (every cell if
+// negative) with the values in only (see FilterCells), run, their table
+// written to w in format; an error names every cell that failed.
+func RunMatrix(ctx context.Context, o MatrixOptions, rotation int, only []string, format string, w io.Writer) error {
+	cells := AllCells()
+	if rotation >= 0 {
+		cells = Rotation(rotation)
+	}
+	cells, err := FilterCells(cells, only)
+	if err != nil {
+		return err
+	}
+	if len(cells) == 0 {
+		return errors.New("no cell has those values")
+	}
+	o.Cells = cells
+	res, err := Matrix(ctx, o)
+	if res != nil {
+		if werr := WriteMatrix(w, res, format); werr != nil {
+			return werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	var failed []string
+	for _, r := range res {
+		if !r.OK() && r.Result != "not run" {
+			failed = append(failed, fmt.Sprintf("%s %s (console: %s)", r.Cell, r.Result, r.Console))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("cells failed: %s", strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // startMatrixLab starts one site DHCP server's lab, its state's images

@@ -109,17 +109,9 @@ func runLab(args []string) error {
 		}
 		return nil
 	case "matrix":
-		cells := lab.AllCells()
-		if *rotation >= 0 {
-			cells = lab.Rotation(*rotation)
-		}
 		var vals []string
 		if *only != "" {
 			vals = strings.Split(*only, ",")
-		}
-		cells, err := lab.FilterCells(cells, vals)
-		if err != nil {
-			return err
 		}
 		self, err := os.Executable()
 		if err != nil {
@@ -127,26 +119,8 @@ func runLab(args []string) error {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		res, err := lab.Matrix(ctx, lab.MatrixOptions{Dir: *dir, Bootd: self, Out: os.Stderr, Cells: cells,
-			Budget: *budget, Parallel: *parallel, Timeout: *timeout})
-		if res != nil {
-			if werr := lab.WriteMatrix(os.Stdout, res, *format); werr != nil {
-				return werr
-			}
-		}
-		if err != nil {
-			return err
-		}
-		var failed []string
-		for _, r := range res {
-			if !r.OK() && r.Result != "not run" {
-				failed = append(failed, fmt.Sprintf("%s %s (console: %s)", r.Cell, r.Result, r.Console))
-			}
-		}
-		if len(failed) > 0 {
-			return fmt.Errorf("cells failed: %s", strings.Join(failed, "; "))
-		}
-		return nil
+		return lab.RunMatrix(ctx, lab.MatrixOptions{Dir: *dir, Bootd: self, Out: os.Stderr,
+			Budget: *budget, Parallel: *parallel, Timeout: *timeout}, *rotation, vals, *format, os.Stdout)
 	case "status":
 		l, err := lab.Load(labDir)
 		if err != nil {
