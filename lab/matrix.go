@@ -324,6 +324,9 @@ func (m *matrixRun) finish(x *running) {
 // negative) with the values in only (see FilterCells), run, their table
 // written to w in format; an error names every cell that failed.
 func RunMatrix(ctx context.Context, o MatrixOptions, rotation int, only []string, format string, w io.Writer) error {
+	if err := WriteMatrix(io.Discard, nil, format); err != nil {
+		return err // before the run, not after it
+	}
 	cells := AllCells()
 	if rotation >= 0 {
 		cells = Rotation(rotation)
