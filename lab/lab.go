@@ -30,6 +30,7 @@ import (
 
 // The lab network. 10.213.0.0/24 exists only inside the lab's namespaces.
 const (
+	Subnet    = "10.213.0.0"
 	MasterIP  = "10.213.0.1"
 	SiteIP    = "10.213.0.2"
 	Prefix    = "/24"
@@ -275,7 +276,14 @@ type Firmware string
 const (
 	BIOS Firmware = "bios"
 	UEFI Firmware = "uefi"
+	// UEFINative is OVMF booting by its own PXE stack: the NIC has no
+	// option ROM, so no iPXE, as on most real UEFI servers. OVMF drives
+	// only virtio NICs itself, so such a node's NIC is virtio-net-pci.
+	UEFINative Firmware = "uefi-native"
 )
+
+// Firmwares are every node firmware, in the order the matrix runs them.
+var Firmwares = []Firmware{BIOS, UEFI, UEFINative}
 
 // NodeSpec describes a QEMU node.
 type NodeSpec struct {
@@ -290,6 +298,9 @@ type NodeSpec struct {
 	// Disk is a raw disk image the node gets as a virtio disk: a node
 	// booted from a local disk, to compare network boots against.
 	Disk string
+	// Image is the image the node boots (its entry in bootd's node
+	// table); "" is the lab's default. StartNode does not use it.
+	Image string
 }
 
 // Node is a running QEMU node.
@@ -305,6 +316,9 @@ type Node struct {
 func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 	if spec.NIC == "" {
 		spec.NIC = "e1000"
+	}
+	if spec.Firmware == UEFINative {
+		spec.NIC = "virtio-net-pci"
 	}
 	if spec.MemoryMB == 0 {
 		spec.MemoryMB = 512
@@ -334,7 +348,7 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 		"-chardev", "socket,id=con0,path=" + sock + ",server=on,wait=off,logfile=" + console,
 		"-serial", "chardev:con0",
 		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		"-device", spec.NIC + ",netdev=n0,mac=" + spec.MAC}
+		"-device", spec.NIC + ",netdev=n0,mac=" + spec.MAC + romfile(spec.Firmware)}
 	if spec.Disk != "" {
 		args = append(args, "-drive", "file="+spec.Disk+",if=virtio,format=raw")
 	}
@@ -342,7 +356,7 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 		args = append(args, "-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", spec.Append)
 	}
 	switch {
-	case spec.Firmware == UEFI:
+	case spec.Firmware == UEFI || spec.Firmware == UEFINative:
 		vars := filepath.Join(l.Dir, spec.Name+".vars.fd")
 		b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
 		if err != nil {
@@ -363,6 +377,15 @@ func (l *Lab) StartNode(spec NodeSpec) (*Node, error) {
 	n := &Node{NodeSpec: spec, Console: console, Socket: sock, Monitor: mon}
 	l.Nodes = append(l.Nodes, *n)
 	return n, l.save()
+}
+
+// romfile is the NIC's option ROM setting: none for UEFINative (the
+// firmware's own network stack boots), QEMU's iPXE ROM otherwise.
+func romfile(fw Firmware) string {
+	if fw == UEFINative {
+		return ",romfile="
+	}
+	return ""
 }
 
 // WaitConsole waits until the node's serial console shows want, and

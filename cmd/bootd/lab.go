@@ -43,7 +43,7 @@ config to look inside, e.g. bootd nodes list --config /var/lib/bootd-lab/bootd.y
 	}
 	c.PersistentFlags().StringVar(&d.dir, "dir", "/var/lib/bootd-lab", "`DIR` where the lab keeps its state, image cache, logs and consoles")
 	c.MarkPersistentFlagDirname("dir")
-	c.AddCommand(labUpCmd(d), labStatusCmd(d), labConsoleCmd(d),
+	c.AddCommand(labUpCmd(d), labMatrixCmd(d), labStatusCmd(d), labConsoleCmd(d),
 		labPowerCmd("reboot", "reset a node: a hard reset, no shutdown", d.load, (*lab.Lab).Reset),
 		labPowerCmd("poweroff", "power a node off: the plug pulled, no shutdown", d.load, (*lab.Lab).PowerOff),
 		labDownCmd(d))
@@ -132,6 +132,7 @@ func labPowerCmd(verb, short string, load func() (*lab.Lab, error), act func(*la
 
 func labUpCmd(d *labDir) *cobra.Command {
 	o := lab.Options{Nodes: 2, Masters: 1, Firmware: "mixed", Suite: "trixie", Boot: "chain", Timeout: 6 * time.Minute}
+	siteDHCP := "dnsmasq"
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "start a lab: bootd in a master namespace, QEMU nodes booting from it",
@@ -142,6 +143,11 @@ prints a table of the boots, and leaves the lab running; exits 1 when a
 node did not boot.`,
 		Example: "  bootd lab up --nodes 4 --firmware uefi --suite bookworm",
 		Args: cobra.MatchAll(noArgs, func(cmd *cobra.Command, args []string) error {
+			site, err := lab.ParseSiteDHCP(siteDHCP)
+			if err != nil {
+				return fmt.Errorf("--site-dhcp: %w", err)
+			}
+			o.SiteDHCP = site
 			if _, err := boot.ParseIPXEMode(o.Boot); err != nil {
 				return fmt.Errorf("--boot %w", err)
 			}
@@ -161,11 +167,55 @@ node did not boot.`,
 	fs := c.Flags()
 	fs.IntVar(&o.Nodes, "nodes", o.Nodes, "number of QEMU nodes (1 to 200)")
 	fs.IntVar(&o.Masters, "masters", o.Masters, "number of masters: 2 share the service address "+lab.ServiceIP+" through keepalived (VRRP), master 2 serving master 1's image")
-	choiceVar(c, fs, &o.Firmware, "firmware", "bios, uefi, or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)", "bios", "uefi", "mixed")
+	choiceVar(c, fs, &o.Firmware, "firmware", "bios, uefi, uefi-native (OVMF's own PXE, the NIC without an iPXE ROM), or mixed (odd nodes BIOS with e1000, even nodes UEFI with virtio-net)",
+		"bios", "uefi", "uefi-native", "mixed")
+	choiceVar(c, fs, &siteDHCP, "site-dhcp", "the site's DHCP server beside bootd (proxy mode): dnsmasq, isc (ISC dhcpd), kea; none: bootd is the DHCP server (full mode)",
+		"dnsmasq", "isc", "kea", "none")
 	fs.StringVar(&o.Image, "image", "", "image `NAME` to boot, built if missing (default: the suite's name)")
-	choiceVar(c, fs, &o.Suite, "suite", "Debian suite of an image that is missing: trixie (13) or bookworm (12)", "trixie", "bookworm")
+	choiceVar(c, fs, &o.Suite, "suite", "Debian suite of an image that is missing: trixie (13) or bookworm (12); bookworm,trixie: the nodes take the suites in turn",
+		"trixie", "bookworm", "bookworm,trixie", "trixie,bookworm")
 	choiceVar(c, fs, &o.Boot, "boot", "bootd's http.boot: chain (every firmware to iPXE, kernel and initrd over HTTP), ipxe (only iPXE firmware over HTTP), off (all TFTP)", "chain", "ipxe", "off")
 	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "per node, power-on to multi-user")
+	return c
+}
+
+func labMatrixCmd(d *labDir) *cobra.Command {
+	o := lab.MatrixOptions{Budget: 60 * time.Minute, Parallel: 2, Timeout: 6 * time.Minute}
+	var only []string
+	rotation, format := -1, "text"
+	c := &cobra.Command{
+		Use:   "matrix",
+		Short: "boot every path once: firmware x site DHCP server x image, one node each, and print the table",
+		Long: `Boot every path a node can take, one QEMU node each: firmware (bios: SeaBIOS
+with QEMU's iPXE ROM; uefi: OVMF with the iPXE ROM; uefi-native: OVMF's own
+PXE, no ROM) x site DHCP server (dnsmasq, isc, kea; none: bootd in full DHCP
+mode) x image (bookworm, trixie): 24 cells. Images are built once in DIR;
+each site DHCP server gets its own lab; --parallel nodes boot at once and no
+cell starts after --budget. Prints one line per cell (result, power-on to
+login: on the console, power-on to up in bootd's records, the path the
+kernel came by) and exits 1 naming every cell that failed.`,
+		Example: `  bootd lab matrix --format markdown
+  bootd lab matrix --only uefi-native,kea
+  bootd lab matrix --rotation 3`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Dir, o.Bootd, o.Out = d.dir, self, os.Stderr
+			ctx, stop := signalContext()
+			defer stop()
+			return lab.RunMatrix(ctx, o, rotation, only, format, os.Stdout)
+		},
+	}
+	fs := c.Flags()
+	fs.DurationVar(&o.Budget, "budget", o.Budget, "no cell starts after this long")
+	fs.StringSliceVar(&only, "only", nil, "run only the cells with these `VALUE`s (e.g. uefi-native,bookworm; on each axis named)")
+	fs.IntVar(&o.Parallel, "parallel", o.Parallel, "nodes booting at once (two TCG nodes fill 2 CPUs)")
+	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "per node, power-on to multi-user")
+	fs.IntVar(&rotation, "rotation", rotation, "run rotation `N`: 4 cells that take every value of every axis (-1: every cell)")
+	choiceVar(c, fs, &format, "format", "the table as text, markdown or json", "text", "markdown", "json")
 	return c
 }
 
