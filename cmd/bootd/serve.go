@@ -71,135 +71,209 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, logs *logr
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	st := store.New(cfg.StateDir)
-	planner, serverIP, err := newPlanner(cfg, st)
+	s, err := newServices(cfg, log, logs)
 	if err != nil {
 		return err
 	}
-	reg := newRegistry()
-	state := newServeState(cfg, planner, serverIP, log, reg)
-	if err := state.startup(); err != nil {
-		return err
-	}
-	evs := events.NewWithLimits(4096, events.Limits{Nodes: cfg.Status.MaxNodes, Lines: cfg.Status.LogLines,
-		LineBytes: cfg.Status.LogKiB << 10, LostAfter: cfg.Status.LostAfterDuration()})
-	recordsPath := filepath.Join(cfg.StateDir, "run", "nodes.json")
-	if err := evs.Load(recordsPath); err != nil {
-		log.Warn("node records", "err", err)
-	}
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bootd_log_lines_suppressed_total",
-		Help: "Log lines naming a client that were held back: the client, or all clients together, logged faster than bootd writes."},
-		func() float64 { return float64(logs.Dropped()) }))
-
 	// A service that cannot go on (a port it cannot bind) stops the others
 	// and bootd exits with its error, for systemd to restart it. Passing
 	// trouble (out of descriptors, a client that misbehaves) each service
 	// rides out on its own.
 	g, gctx := errgroup.WithContext(ctx)
-	// A reload may drop nodes: forget which addresses were theirs.
-	neighbors := newNeighborNodes(cfg.Interface, planner.Node)
-	state.onReload = neighbors.forget
-	var stats statsWriter
-	stats.path = filepath.Join(cfg.StateDir, "run", "stats.json")
-	if cfg.NFS.Listen != "" {
-		rec, closeRec, err := nfsRecorder(cfg.NFS.Record)
-		if err != nil {
-			return err
-		}
-		defer closeRec()
-		srv := nfs.New(nfs.Config{
-			Store:             st,
-			Allow:             cfg.NFS.AllowPrefixes(),
-			SecurePorts:       cfg.NFS.SecurePorts,
-			MaxConns:          cfg.NFS.MaxConnections,
-			MaxConnsPerClient: cfg.NFS.MaxConnectionsPerClient,
-			Logger:            log,
-			Metrics:           nfs.NewMetrics(reg),
-			Squash:            squashUnknown(cfg, planner, neighbors, evs),
-			Record:            rec,
-			OnMount: func(client netip.AddrPort, image string, gen int) {
-				evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Image: image, Generation: gen, Detail: fmt.Sprintf("nfs mount %s/%d", image, gen)})
-			},
-		})
-		g.Go(func() error { srv.Preload(); return nil })
-		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.NFS.Listen) })
-		stats.nfs = srv
-	}
-	if cfg.TFTP.Listen != "" {
-		srv := tftp.New(tftp.Config{Planner: planner, Events: evs, Logger: log,
-			Metrics:  tftp.NewMetrics(reg),
-			BusyPoll: cfg.TFTP.BusyPollDuration(),
-			Limits: tftp.Limits{Transfers: cfg.TFTP.MaxTransfers, PerClient: cfg.TFTP.MaxTransfersPerClient,
-				Rate: cfg.TFTP.RequestsPerSecond}})
-		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.TFTP.Listen) })
-		stats.tftp = srv
-	}
-	if cfg.Syslog.Listen != "" {
-		srv := syslog.New(syslog.Config{Dir: filepath.Join(cfg.StateDir, "logs"), Allow: cfg.Syslog.AllowPrefixes(), Logger: log,
-			Limits: syslog.Limits{MaxFileSize: cfg.Syslog.MaxFileSize()}, Metrics: syslog.NewMetrics(reg),
-			OnLine: func(src netip.Addr, line string) { evs.Syslog(src.String(), line, time.Time{}) }})
-		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.Syslog.Listen) })
-		stats.syslog = srv
-	}
-	if cfg.DHCP.IPv6RA && cfg.DHCP.Mode != "off" {
-		g.Go(func() error { return dhcp.ServeRouterAdvertisements(gctx, cfg.Interface, log) })
-	}
-	dcfg := dhcp.Config{Interface: cfg.Interface, ServerIP: serverIP, Planner: planner, Events: evs, Logger: log,
-		Relays: cfg.DHCP.RelayAddrs()}
-	if cfg.DHCP.Mode != "off" {
-		dcfg.Metrics = dhcp.NewMetrics(reg)
-	}
-	switch cfg.DHCP.Mode {
-	case "proxy":
-		srv := dhcp.NewProxy(dcfg)
-		g.Go(func() error { return srv.Serve(gctx) })
-	case "full":
-		fc := cfg.DHCP.Full()
-		srv, err := dhcp.NewFull(dhcp.FullConfig{
-			Config: dcfg,
-			Network: dhcp.Network{Subnet: fc.Subnet, Router: fc.Router, DNS: fc.DNS, Domain: fc.Domain,
-				LeaseTime: fc.LeaseTime, RangeStart: fc.RangeStart, RangeEnd: fc.RangeEnd},
-			LeaseFile: filepath.Join(cfg.StateDir, "dhcp", "leases.json"),
-		})
+	for _, start := range []func(context.Context, *errgroup.Group) (func(), error){
+		s.startNFS, s.startTFTP, s.startSyslog, s.startDHCP, s.startHTTP, s.startConsole, s.startLiveness,
+	} {
+		done, err := start(gctx, g)
 		if err != nil {
 			stop()
 			g.Wait()
 			return err
 		}
-		g.Go(func() error { return srv.Serve(gctx) })
+		defer done()
 	}
-	if cfg.HTTP.Listen != "" {
-		srv := web.New(web.Config{Log: evs, Planner: planner, Allow: cfg.HTTP.AllowPrefixes(), Registry: reg, Logger: log,
-			Status: func() any { return state.status() }})
-		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.HTTP.Listen) })
-	}
-	if cfg.Console.Listen != "" {
-		srv := syslog.NewNetconsole(syslog.NetconsoleConfig{Allow: cfg.HTTP.AllowPrefixes(), Logger: log,
-			Sink: func(src netip.Addr, text string, t time.Time) bool { return evs.Console(src.String(), text, t) }})
-		g.Go(func() error { return srv.ListenAndServe(gctx, cfg.Console.Listen) })
-	}
-	if every := cfg.Status.ProbeEveryDuration(); every > 0 {
-		p := liveness.New(liveness.Config{Interval: every, Logger: log, Alive: evs.Alive, Lost: evs.Lose,
-			Quiet: func(since time.Time) []liveness.Target {
-				var out []liveness.Target
-				for _, n := range evs.Quiet(since) {
-					if a, err := netip.ParseAddr(n.IP); err == nil {
-						out = append(out, liveness.Target{MAC: n.MAC, IP: a})
-					}
-				}
-				return out
-			}})
-		g.Go(func() error { return p.Run(gctx) })
-	}
-	g.Go(func() error { keepRecords(gctx, evs, recordsPath, log); return nil })
-	g.Go(func() error { stats.run(gctx, log); return nil })
-	g.Go(func() error { state.reloadOnHUP(gctx, hup); return nil })
-	err = g.Wait()
-	if err != nil {
+	g.Go(func() error { keepRecords(gctx, s.evs, s.recordsPath, log); return nil })
+	g.Go(func() error { s.stats.run(gctx, log); return nil })
+	g.Go(func() error { s.state.reloadOnHUP(gctx, hup); return nil })
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	log.Info("bootd stopped")
 	return nil
+}
+
+// services is what serve's services share: the boot plan, the node
+// records, the metrics registry and the state the status API shows.
+type services struct {
+	cfg         *config.Config
+	log         *slog.Logger
+	st          *store.Store
+	planner     *boot.Planner
+	serverIP    netip.Addr
+	reg         *prometheus.Registry
+	state       *serveState
+	evs         *events.Log
+	recordsPath string
+	neighbors   *neighborNodes
+	stats       statsWriter
+}
+
+// newServices builds what the services share and runs the start checks
+// (state.startup), before anything listens.
+func newServices(cfg *config.Config, log *slog.Logger, logs *lograte.Handler) (*services, error) {
+	s := &services{cfg: cfg, log: log, st: store.New(cfg.StateDir), reg: newRegistry()}
+	var err error
+	if s.planner, s.serverIP, err = newPlanner(cfg, s.st); err != nil {
+		return nil, err
+	}
+	s.state = newServeState(cfg, s.planner, s.serverIP, log, s.reg)
+	if err := s.state.startup(); err != nil {
+		return nil, err
+	}
+	s.evs = events.NewWithLimits(4096, events.Limits{Nodes: cfg.Status.MaxNodes, Lines: cfg.Status.LogLines,
+		LineBytes: cfg.Status.LogKiB << 10, LostAfter: cfg.Status.LostAfterDuration()})
+	s.recordsPath = filepath.Join(cfg.StateDir, "run", "nodes.json")
+	if err := s.evs.Load(s.recordsPath); err != nil {
+		log.Warn("node records", "err", err)
+	}
+	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bootd_log_lines_suppressed_total",
+		Help: "Log lines naming a client that were held back: the client, or all clients together, logged faster than bootd writes."},
+		func() float64 { return float64(logs.Dropped()) }))
+	// A reload may drop nodes: forget which addresses were theirs.
+	s.neighbors = newNeighborNodes(cfg.Interface, s.planner.Node)
+	s.state.onReload = s.neighbors.forget
+	s.stats.path = filepath.Join(cfg.StateDir, "run", "stats.json")
+	return s, nil
+}
+
+func nothing() {}
+
+// Each service below starts its goroutines in g when the config turns it
+// on, and returns what to undo when serve ends.
+
+func (s *services) startNFS(ctx context.Context, g *errgroup.Group) (func(), error) {
+	cfg := s.cfg
+	if cfg.NFS.Listen == "" {
+		return nothing, nil
+	}
+	rec, closeRec, err := nfsRecorder(cfg.NFS.Record)
+	if err != nil {
+		return nil, err
+	}
+	srv := nfs.New(nfs.Config{
+		Store:             s.st,
+		Allow:             cfg.NFS.AllowPrefixes(),
+		SecurePorts:       cfg.NFS.SecurePorts,
+		MaxConns:          cfg.NFS.MaxConnections,
+		MaxConnsPerClient: cfg.NFS.MaxConnectionsPerClient,
+		Logger:            s.log,
+		Metrics:           nfs.NewMetrics(s.reg),
+		Squash:            squashUnknown(cfg, s.planner, s.neighbors, s.evs),
+		Record:            rec,
+		OnMount: func(client netip.AddrPort, image string, gen int) {
+			s.evs.Record(events.Event{IP: client.Addr().String(), Stage: events.StageMount, Image: image, Generation: gen, Detail: fmt.Sprintf("nfs mount %s/%d", image, gen)})
+		},
+	})
+	g.Go(func() error { srv.Preload(); return nil })
+	g.Go(func() error { return srv.ListenAndServe(ctx, cfg.NFS.Listen) })
+	s.stats.nfs = srv
+	return closeRec, nil
+}
+
+func (s *services) startTFTP(ctx context.Context, g *errgroup.Group) (func(), error) {
+	cfg := s.cfg
+	if cfg.TFTP.Listen == "" {
+		return nothing, nil
+	}
+	srv := tftp.New(tftp.Config{Planner: s.planner, Events: s.evs, Logger: s.log,
+		Metrics:  tftp.NewMetrics(s.reg),
+		BusyPoll: cfg.TFTP.BusyPollDuration(),
+		Limits: tftp.Limits{Transfers: cfg.TFTP.MaxTransfers, PerClient: cfg.TFTP.MaxTransfersPerClient,
+			Rate: cfg.TFTP.RequestsPerSecond}})
+	g.Go(func() error { return srv.ListenAndServe(ctx, cfg.TFTP.Listen) })
+	s.stats.tftp = srv
+	return nothing, nil
+}
+
+func (s *services) startSyslog(ctx context.Context, g *errgroup.Group) (func(), error) {
+	cfg := s.cfg
+	if cfg.Syslog.Listen == "" {
+		return nothing, nil
+	}
+	srv := syslog.New(syslog.Config{Dir: filepath.Join(cfg.StateDir, "logs"), Allow: cfg.Syslog.AllowPrefixes(), Logger: s.log,
+		Limits: syslog.Limits{MaxFileSize: cfg.Syslog.MaxFileSize()}, Metrics: syslog.NewMetrics(s.reg),
+		OnLine: func(src netip.Addr, line string) { s.evs.Syslog(src.String(), line, time.Time{}) }})
+	g.Go(func() error { return srv.ListenAndServe(ctx, cfg.Syslog.Listen) })
+	s.stats.syslog = srv
+	return nothing, nil
+}
+
+func (s *services) startDHCP(ctx context.Context, g *errgroup.Group) (func(), error) {
+	cfg := s.cfg
+	if cfg.DHCP.Mode == "off" {
+		return nothing, nil
+	}
+	if cfg.DHCP.IPv6RA {
+		g.Go(func() error { return dhcp.ServeRouterAdvertisements(ctx, cfg.Interface, s.log) })
+	}
+	dcfg := dhcp.Config{Interface: cfg.Interface, ServerIP: s.serverIP, Planner: s.planner, Events: s.evs, Logger: s.log,
+		Relays: cfg.DHCP.RelayAddrs(), Metrics: dhcp.NewMetrics(s.reg)}
+	if cfg.DHCP.Mode == "proxy" {
+		srv := dhcp.NewProxy(dcfg)
+		g.Go(func() error { return srv.Serve(ctx) })
+		return nothing, nil
+	}
+	fc := cfg.DHCP.Full()
+	srv, err := dhcp.NewFull(dhcp.FullConfig{
+		Config: dcfg,
+		Network: dhcp.Network{Subnet: fc.Subnet, Router: fc.Router, DNS: fc.DNS, Domain: fc.Domain,
+			LeaseTime: fc.LeaseTime, RangeStart: fc.RangeStart, RangeEnd: fc.RangeEnd},
+		LeaseFile: filepath.Join(cfg.StateDir, "dhcp", "leases.json"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.Go(func() error { return srv.Serve(ctx) })
+	return nothing, nil
+}
+
+func (s *services) startHTTP(ctx context.Context, g *errgroup.Group) (func(), error) {
+	if s.cfg.HTTP.Listen == "" {
+		return nothing, nil
+	}
+	srv := web.New(web.Config{Log: s.evs, Planner: s.planner, Allow: s.cfg.HTTP.AllowPrefixes(), Registry: s.reg, Logger: s.log,
+		Status: func() any { return s.state.status() }})
+	g.Go(func() error { return srv.ListenAndServe(ctx, s.cfg.HTTP.Listen) })
+	return nothing, nil
+}
+
+func (s *services) startConsole(ctx context.Context, g *errgroup.Group) (func(), error) {
+	if s.cfg.Console.Listen == "" {
+		return nothing, nil
+	}
+	srv := syslog.NewNetconsole(syslog.NetconsoleConfig{Allow: s.cfg.HTTP.AllowPrefixes(), Logger: s.log,
+		Sink: func(src netip.Addr, text string, t time.Time) bool { return s.evs.Console(src.String(), text, t) }})
+	g.Go(func() error { return srv.ListenAndServe(ctx, s.cfg.Console.Listen) })
+	return nothing, nil
+}
+
+// startLiveness probes up nodes gone quiet, so a dead node shows as lost.
+func (s *services) startLiveness(ctx context.Context, g *errgroup.Group) (func(), error) {
+	every := s.cfg.Status.ProbeEveryDuration()
+	if every <= 0 {
+		return nothing, nil
+	}
+	p := liveness.New(liveness.Config{Interval: every, Logger: s.log, Alive: s.evs.Alive, Lost: s.evs.Lose,
+		Quiet: func(since time.Time) []liveness.Target {
+			var out []liveness.Target
+			for _, n := range s.evs.Quiet(since) {
+				if a, err := netip.ParseAddr(n.IP); err == nil {
+					out = append(out, liveness.Target{MAC: n.MAC, IP: a})
+				}
+			}
+			return out
+		}})
+	g.Go(func() error { return p.Run(ctx) })
+	return nothing, nil
 }
 
 // squashUnknown is the NFS root squash for clients that are not nodes:
