@@ -582,9 +582,16 @@ func execQuote(s string) string {
 
 // reportExec is an Exec line sending one report. timeout(1) bounds it
 // (a master that accepts and never answers included); "-" keeps a failed
-// report from failing the unit, and so the system.
+// report from failing the unit, and so the system. The up report runs
+// after multi-user, so waiting delays nothing: it gets 30 s, as a loaded
+// node took 6 s just to start bash and send it (5 s lost the report in
+// the boot matrix). The down report holds up the shutdown: 5 s.
 func reportExec(stage, detail string) string {
-	return "-/usr/bin/timeout 5 /bin/bash -c " + execQuote(reportScript) + " bootd-report " + stage + " " + execQuote(detail)
+	secs := "5"
+	if stage == "up" {
+		secs = "30"
+	}
+	return "-/usr/bin/timeout " + secs + " /bin/bash -c " + execQuote(reportScript) + " bootd-report " + stage + " " + execQuote(detail)
 }
 
 func stepReport(root string, _ Settings) error {

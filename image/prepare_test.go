@@ -458,10 +458,10 @@ func TestPrepareReportUnit(t *testing.T) {
 			env[k] = strings.Trim(v, "'")
 		}
 	}
-	for _, c := range []struct{ key, stage, detail string }{{"ExecStart", "up", "multi-user reached"}, {"ExecStop", "down", "shutting down"}} {
+	for _, c := range []struct{ key, stage, detail, timeout string }{{"ExecStart", "up", "multi-user reached", "30"}, {"ExecStop", "down", "shutting down", "5"}} {
 		argv := execLine(t, unitKey(t, unit, c.key), env)
-		if argv[0] != "/usr/bin/timeout" || argv[1] != "5" || argv[2] != "/bin/bash" {
-			t.Fatalf("%s runs %q, want timeout 5 bash", c.key, argv)
+		if argv[0] != "/usr/bin/timeout" || argv[1] != c.timeout || argv[2] != "/bin/bash" {
+			t.Fatalf("%s runs %q, want timeout %s bash", c.key, argv, c.timeout)
 		}
 		cmd := exec.Command(bash, argv[3:]...)
 		for k, v := range env {
