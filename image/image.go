@@ -419,9 +419,7 @@ func List(st *store.Store) ([]Info, error) {
 			if b, err := os.ReadFile(filepath.Join(st.GenDir(n, g), "image.json")); err == nil {
 				json.Unmarshal(b, &i.Meta)
 			}
-			if _, err := os.Stat(filepath.Join(st.BootDir(n, g), "initrd.img")); err == nil {
-				i.HasBoot = true
-			}
+			i.HasBoot = store.CheckBoot(st.GenDir(n, g)) == nil
 			out = append(out, i)
 		}
 	}

@@ -455,15 +455,24 @@ func alive(pidText string) bool {
 // boot/initrd.img, non-empty.
 func CheckBoot(dir string) error {
 	for _, f := range []string{"vmlinuz", "initrd.img"} {
-		st, err := os.Stat(filepath.Join(dir, "boot", f))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("no boot/%s: nodes could not boot it", f)
-		case err != nil:
-			return fmt.Errorf("no usable boot/%s (%v): nodes could not boot it", f, err)
-		case !st.Mode().IsRegular() || st.Size() == 0:
-			return fmt.Errorf("an empty boot/%s: nodes could not boot it", f)
+		if err := CheckBootFile(dir, f); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// CheckBootFile is CheckBoot's rule for one file of dir's boot/
+// ("vmlinuz" or "initrd.img"): a regular file that is not empty.
+func CheckBootFile(dir, f string) error {
+	st, err := os.Stat(filepath.Join(dir, "boot", f))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("no boot/%s: nodes could not boot it", f)
+	case err != nil:
+		return fmt.Errorf("no usable boot/%s (%v): nodes could not boot it", f, err)
+	case !st.Mode().IsRegular() || st.Size() == 0:
+		return fmt.Errorf("an empty boot/%s: nodes could not boot it", f)
 	}
 	return nil
 }

@@ -236,8 +236,8 @@ func checkImage(st *store.Store, im *imageState, add func(fatal bool, key, forma
 			im.Kernel = m.Kernel
 		}
 	}
-	im.HasKernel = regularFile(filepath.Join(st.BootDir(im.Name, gen), "vmlinuz"))
-	im.HasInitrd = regularFile(filepath.Join(st.BootDir(im.Name, gen), "initrd.img"))
+	im.HasKernel = store.CheckBootFile(st.GenDir(im.Name, gen), "vmlinuz") == nil
+	im.HasInitrd = store.CheckBootFile(st.GenDir(im.Name, gen), "initrd.img") == nil
 	if used && (!im.HasKernel || !im.HasInitrd) {
 		var missing []string
 		if !im.HasKernel {
@@ -248,11 +248,6 @@ func checkImage(st *store.Store, im *imageState, add func(fatal bool, key, forma
 		}
 		add(false, key, "generation %d has no %s: its nodes cannot boot (bootd initrd build --image %s)", gen, strings.Join(missing, " or "), im.Name)
 	}
-}
-
-func regularFile(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.Mode().IsRegular() && st.Size() > 0
 }
 
 // listener is one socket serve listens on.
