@@ -2,10 +2,8 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -60,8 +58,8 @@ func (c *Config) validateImage(fail failFunc) error {
 			return fail(key, "want an OpenSSH public key line such as \"ssh-ed25519 AAAA... admin@master\" (the contents of a .pub file), got %q", k)
 		}
 	}
-	if msg := checkSyslogTarget(s.Syslog); msg != "" {
-		return fail("image.syslog", "%s", msg)
+	if _, _, err := image.SyslogTarget(s.Syslog); err != nil {
+		return fail("image.syslog", "%v", err)
 	}
 	// A node whose image is not a plain store name would have its files
 	// looked up outside the store ("../etc").
@@ -107,31 +105,3 @@ func checkPasswordHash(h string) string {
 		`, or leave it out ("" keeps root's password locked)`
 }
 
-// hostRE is a DNS name of letters, digits, '-' and dots.
-var hostRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
-
-// checkSyslogTarget says what is wrong with image.syslog, or "". It
-// becomes an rsyslog "@@HOST:PORT" line in the image, cut at the first
-// ":" (see image's logs step), so an IPv6 address cannot be given.
-func checkSyslogTarget(s string) string {
-	if s == "" || s == "none" {
-		return ""
-	}
-	want := fmt.Sprintf(`want "" (the master the node booted from), "none", or the site's log host as HOST or HOST:PORT (TCP), such as "loghost.example.org:514"; got %q`, s)
-	host, port, hasPort := strings.Cut(s, ":")
-	if hasPort {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return want
-		}
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		if !a.Is4() || a.IsUnspecified() {
-			return want
-		}
-		return ""
-	}
-	if !hostRE.MatchString(host) {
-		return want
-	}
-	return ""
-}

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -411,13 +414,43 @@ func stepLogs(root string, s Settings) error {
 	case "none":
 		return nil
 	default:
-		host, port := s.Syslog, "514"
-		if h, p, ok := strings.Cut(s.Syslog, ":"); ok {
-			host, port = h, p
+		host, port, err := SyslogTarget(s.Syslog)
+		if err != nil {
+			return fmt.Errorf("image.syslog: %w", err)
 		}
 		rule = fmt.Sprintf("# Written by bootd: forward everything to the site's log host.\n*.* @@%s:%s\n", host, port)
 	}
 	return write(root, "etc/rsyslog.d/60-bootd-forward.conf", rule, 0o644)
+}
+
+// hostRE is a DNS name of letters, digits, '-' and dots.
+var hostRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
+
+// SyslogTarget splits image.syslog, "HOST" or "HOST:PORT" (TCP, default
+// 514), into the host and port of the image's rsyslog forward line ("@@
+// HOST:PORT"), and says what is wrong with it; "" and "none" name no host.
+// The line is cut at the first ":", so an IPv6 address cannot be given.
+func SyslogTarget(s string) (host, port string, err error) {
+	if s == "" || s == "none" {
+		return "", "", nil
+	}
+	bad := fmt.Errorf(`want "" (the master the node booted from), "none", or the site's log host as HOST or HOST:PORT (TCP), such as "loghost.example.org:514"; got %q`, s)
+	host, port, hasPort := strings.Cut(s, ":")
+	if !hasPort {
+		port = "514"
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", bad
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if !a.Is4() || a.IsUnspecified() {
+			return "", "", bad
+		}
+		return host, port, nil
+	}
+	if !hostRE.MatchString(host) {
+		return "", "", bad
+	}
+	return host, port, nil
 }
 
 // CheckMounts says what is wrong with image.mounts, naming the field.
